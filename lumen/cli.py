@@ -1,0 +1,220 @@
+"""The ``lumen`` command. Plugins add sub-commands through the ``lumen_cli`` hook."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+
+import click
+
+from lumen import logs, migrate
+from lumen.config import ConfigError, load_settings
+from lumen.plugins import PluginError, installed_plugins, make_plugin_manager
+
+
+class Context:
+    """What commands share: settings and plugins, loaded once; the app object on demand."""
+
+    def __init__(self):
+        self.error: Exception | None = None
+        self.settings = self.pm = None
+        self._lumen = None
+        try:
+            self.settings = load_settings()
+            self.pm = make_plugin_manager(self.settings.enabled_plugins)
+        except (ConfigError, PluginError) as exc:
+            self.error = exc
+
+    def fail_if_invalid(self) -> None:
+        if self.error is not None:
+            fail(str(self.error))
+
+    @property
+    def lumen(self):
+        """The started application object (plugins have validated their settings)."""
+        self.fail_if_invalid()
+        if self._lumen is None:
+            from lumen.app import Lumen
+
+            logs.configure(self.settings)
+            lumen = Lumen(self.settings, self.pm)
+            try:
+                lumen.startup()
+            except (ConfigError, PluginError) as exc:
+                fail(str(exc))
+            self._lumen = lumen
+        return self._lumen
+
+
+def fail(message: str, code: int = 2):
+    click.echo(f"lumen: {message}", err=True)
+    sys.exit(code)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group()
+@click.version_option(package_name="lumen")
+@click.pass_context
+def cli(ctx):
+    """Lumen, a plugin-based photo-sharing REST backend."""
+    ctx.ensure_object(Context)
+
+
+# --- serve -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--bind", help="Address to listen on (LUMEN_BIND), e.g. 127.0.0.1:8000.")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes (WEB_CONCURRENCY).")
+@pass_context
+def serve(obj: Context, bind, workers):
+    """Serve the API with gunicorn (migrating an empty embedded database first)."""
+    lumen = obj.lumen
+    if lumen.settings.is_embedded_database:
+        migrate.upgrade(lumen)
+    lumen.shutdown()
+    if bind:
+        os.environ["LUMEN_BIND"] = bind
+    if workers:
+        os.environ["WEB_CONCURRENCY"] = str(workers)
+    argv = ["gunicorn", "--config", "python:lumen.gunicorn_conf", "lumen.wsgi:app"]
+    os.execvp(sys.executable, [sys.executable, "-m", *argv])
+
+
+# --- db --------------------------------------------------------------------------------------
+
+
+@cli.group()
+def db():
+    """Database schema migrations (the core and every enabled plugin)."""
+
+
+@db.command()
+@click.argument("revision", default="heads")
+@pass_context
+def upgrade(obj: Context, revision):
+    """Bring the schema to REVISION (default: every branch to its head)."""
+    migrate.upgrade(obj.lumen, revision)
+    click.echo("database at: " + ", ".join(sorted(migrate.current(obj.lumen))))
+
+
+@db.command()
+@click.argument("revision", default="-1")
+@pass_context
+def downgrade(obj: Context, revision):
+    """Step the schema back to REVISION (default -1; with several branches say BRANCH@-1)."""
+    migrate.downgrade(obj.lumen, revision)
+    click.echo("database at: " + (", ".join(sorted(migrate.current(obj.lumen))) or "base"))
+
+
+@db.command()
+@pass_context
+def current(obj: Context):
+    """Show the revision of each branch."""
+    click.echo(", ".join(sorted(migrate.current(obj.lumen))) or "base (not migrated)")
+
+
+# --- config and plugins ----------------------------------------------------------------------
+
+
+@cli.group()
+def config():
+    """Settings."""
+
+
+@config.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_context
+def check(obj: Context, as_json):
+    """Validate every setting (core and plugins); print them with secrets masked."""
+    obj.lumen  # noqa: B018  (starting the plugins validates their settings)
+    values = obj.settings.masked()
+    values["LUMEN_PLUGINS"] = ",".join(obj.lumen.plugin_names)
+    if as_json:
+        click.echo(json.dumps(values, indent=2, default=str))
+        return
+    width = max(map(len, values))
+    for name, value in values.items():
+        click.echo(f"{name:<{width}}  {'' if value is None else value}")
+
+
+@cli.command("plugins")
+@pass_context
+def plugins_command(obj: Context):
+    """List installed plugins, which are enabled, and what each registers."""
+    from lumen.plugins import plugin_name
+
+    lumen = obj.lumen
+    registers: dict[str, list[str]] = {}
+    for hook_name in sorted(h for h in dir(lumen.hook) if h.startswith("lumen_")):
+        for impl in getattr(lumen.hook, hook_name).get_hookimpls():
+            registers.setdefault(plugin_name(lumen.pm, impl), []).append(hook_name[6:])
+    app_routes = _routes_by_plugin(lumen)
+    for name, entry_point in sorted(installed_plugins().items()):
+        state = "enabled" if name in lumen.plugin_names else "disabled"
+        click.echo(f"{name:<12} {state:<9} {entry_point.value}")
+        if state == "enabled":
+            click.echo(f"    hooks:  {', '.join(registers.get(name, [])) or '-'}")
+            for template in app_routes.get(name, []):
+                click.echo(f"    route:  {template}")
+
+
+def _routes_by_plugin(lumen) -> dict[str, list[str]]:
+    from lumen.plugins import plugin_name
+
+    routes: dict[str, list[str]] = {}
+    for impl in lumen.hook.lumen_routes.get_hookimpls():
+        name = plugin_name(lumen.pm, impl)
+        routes[name] = [template for template, _ in impl.function(lumen=lumen) or ()]
+    return routes
+
+
+# --- users -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def users():
+    """User accounts."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--display-name", default=None)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@pass_context
+def users_create(obj: Context, username, display_name, password_stdin):
+    """Create a user (works whatever LUMEN_OPEN_REGISTRATION says)."""
+    from lumen.resources.users import UsernameTaken, create_user
+    from lumen.schemas import UserCreateSchema, ValidationError
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+    try:
+        UserCreateSchema().load(
+            {"username": username, "password": password, "display_name": display_name}
+        )
+    except ValidationError as err:
+        field, messages = next(iter(err.normalized_messages().items()))
+        fail(f"{field}: {messages[0]}", code=1)
+    try:
+        with obj.lumen.unit_of_work() as session:
+            user = create_user(session, username, password, display_name)
+    except UsernameTaken:
+        fail(f"username: {username!r} is already taken", code=1)
+    click.echo(f"created user {user.username} ({user.id})")
+
+
+def main():
+    try:
+        context = Context()
+        if context.pm is not None:
+            context.pm.hook.lumen_cli(group=cli)
+        cli(obj=context)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,59 @@
+"""Every error is JSON: ``{"title", "description"}``; never HTML, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import falcon
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(falcon.HTTPServiceUnavailable):
+    def __init__(self):
+        super().__init__(
+            title="Database unavailable",
+            description="The database cannot be reached; try again shortly.",
+            retry_after=5,
+        )
+
+
+def invalid(field: str, rule: str, status=falcon.HTTP_400) -> falcon.HTTPError:
+    """A 4xx naming the offending field and the rule it broke."""
+    return falcon.HTTPError(status, title="Invalid input", description=f"{field}: {rule}")
+
+
+def serialize_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
+    # Always JSON, whatever the client accepts: clients rely on one error shape.
+    resp.content_type = falcon.MEDIA_JSON
+    resp.text = json.dumps(exc.to_dict())
+
+
+def handle_unexpected(req, resp, exc, params) -> None:
+    log.error(
+        "unhandled error",
+        exc_info=exc,
+        extra={"method": req.method, "path": req.path},
+    )
+    raise falcon.HTTPInternalServerError(
+        title="Internal Server Error", description="An unexpected error occurred."
+    )
+
+
+def handle_database_error(req, resp, exc, params) -> None:
+    if isinstance(exc, OperationalError | PoolTimeoutError) or getattr(
+        exc, "connection_invalidated", False
+    ):
+        log.warning("database unavailable", extra={"error": type(exc).__name__})
+        raise DatabaseUnavailable()
+    handle_unexpected(req, resp, exc, params)
+
+
+def install(app: falcon.App) -> None:
+    app.set_error_serializer(serialize_error)
+    app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(DBAPIError, handle_database_error)
+    app.add_error_handler(PoolTimeoutError, handle_database_error)

@@ -1,0 +1,97 @@
+"""gunicorn settings, read from the environment (``gunicorn.conf.py`` at the project root
+re-exports this module so both ``lumen serve`` and a plain ``gunicorn -c gunicorn.conf.py``
+use it).
+
+The defaults follow what was measured on a 2-core machine (README, "Choosing the worker
+class"): sync workers, two per core, matched or beat gthread on database endpoints with 2-3x
+lower p99. Sync workers expect a buffering proxy (nginx, a cloud load balancer) in front when
+clients are slow.
+"""
+
+import multiprocessing
+import os
+import sys
+
+_port = os.environ.get("PORT")
+bind = [os.environ.get("LUMEN_BIND") or (f"0.0.0.0:{_port}" if _port else "127.0.0.1:8000")]
+workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * multiprocessing.cpu_count())
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 30
+keepalive = 5
+# Each worker is its own process with its own pool: the app is never built before the fork.
+preload_app = False
+
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
+access_log_format = (
+    '{"remote":"%(h)s","method":"%(m)s","path":"%(U)s","status":%(s)s,'
+    '"bytes":"%(B)s","duration_us":%(D)s,"user_agent":"%(a)s"}'
+)
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+certfile = os.environ.get("LUMEN_TLS_CERT") or None
+keyfile = os.environ.get("LUMEN_TLS_KEY") or None
+
+
+def _start_lumen():
+    """Build and start the app object in the master, or stop with one line naming the setting."""
+    from lumen.app import Lumen
+    from lumen.config import ConfigError, load_settings
+    from lumen.plugins import PluginError, make_plugin_manager
+
+    try:
+        settings = load_settings()
+        lumen = Lumen(settings, make_plugin_manager(settings.enabled_plugins))
+        lumen.startup()
+    except (ConfigError, PluginError) as exc:
+        print(f"lumen: {exc}", file=sys.stderr)
+        sys.exit(2)
+    return lumen
+
+
+def on_starting(server):
+    if bool(certfile) != bool(keyfile):
+        print("lumen: LUMEN_TLS_CERT and LUMEN_TLS_KEY must be set together", file=sys.stderr)
+        sys.exit(2)
+    multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if multiproc_dir:
+        # Figures of a previous run would be added to this one's.
+        import shutil
+
+        shutil.rmtree(multiproc_dir, ignore_errors=True)
+        os.makedirs(multiproc_dir, exist_ok=True)
+
+
+def when_ready(server):
+    # Once per deployment start, before any worker forks: plugins import data or warm caches
+    # here instead of once per worker.
+    lumen = _start_lumen()
+    from lumen import logs
+
+    logs.configure(lumen.settings)
+    try:
+        lumen.hook.lumen_before_serve(lumen=lumen)
+    finally:
+        lumen.shutdown()  # the master keeps no connection a worker could inherit
+
+
+def post_fork(server, worker):
+    # Should the app ever be preloaded, connections made in the master must not be shared.
+    wsgi = sys.modules.get("lumen.wsgi")
+    if wsgi is not None:
+        wsgi.app.lumen.engine.dispose(close=False)
+
+
+def worker_exit(server, worker):
+    wsgi = sys.modules.get("lumen.wsgi")
+    if wsgi is not None:
+        wsgi.app.lumen.shutdown()
+
+
+def child_exit(server, worker):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,74 @@
+"""The OpenAPI 3 document of every route the running app serves, built with apispec."""
+
+from __future__ import annotations
+
+import re
+
+import falcon
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+import lumen
+
+METHODS = ("get", "post", "put", "patch", "delete")
+_PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
+
+
+def _operations(resource) -> dict:
+    """An operation for each responder, its summary from the responder's docstring."""
+    operations = {}
+    for method in METHODS:
+        responder = getattr(resource, f"on_{method}", None)
+        if responder is None:
+            continue
+        doc = (responder.__doc__ or "").strip().splitlines()
+        operation = {"responses": {"default": {"$ref": "#/components/responses/Error"}}}
+        if doc:
+            operation["summary"] = doc[0]
+        operations[method] = operation
+    return operations
+
+
+def build_spec(app_lumen) -> dict:
+    spec = APISpec(
+        title="Lumen",
+        version=lumen.__version__,
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Photo-sharing REST API"},
+    )
+    spec.components.schema("Error", schema="lumen.schemas.ErrorSchema")
+    spec.components.response(
+        "Error",
+        {
+            "description": "An error",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        },
+    )
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    for template, (_, resource) in sorted(app_lumen.routes.items()):
+        path = _PARAM.sub(r"{\1}", template)
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PARAM.findall(template)
+        ]
+        spec.path(path=path, operations=_operations(resource), parameters=parameters)
+    app_lumen.hook.lumen_openapi(lumen=app_lumen, spec=spec)
+    return spec.to_dict()
+
+
+def operation(spec: APISpec, path: str, method: str) -> dict:
+    """The operation dict of an already added path, for hooks to enrich in place."""
+    return spec._paths[path][method]
+
+
+class OpenAPIResource:
+    def __init__(self, app_lumen):
+        self.lumen = app_lumen
+        self._document = None
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response):
+        """This document."""
+        if self._document is None:  # the routes are fixed once the app is built
+            self._document = build_spec(self.lumen)
+        resp.media = self._document

@@ -1,0 +1,105 @@
+"""A database session per request: made on first use, committed when the request succeeded,
+rolled back otherwise, and always closed."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+
+import falcon
+from sqlalchemy.orm import Session
+
+from lumen import events
+
+log = logging.getLogger(__name__)
+
+
+_AFTER_COMMIT = "lumen.after_commit"
+_AFTER_ROLLBACK = "lumen.after_rollback"
+
+
+def after_commit(session: Session, action: Callable[[], None]) -> None:
+    """Run ``action`` once the session's transaction has committed (e.g. delete a file)."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(action)
+
+
+def after_rollback(session: Session, action: Callable[[], None]) -> None:
+    """Run ``action`` if the session's transaction does not commit (e.g. undo a file write)."""
+    session.info.setdefault(_AFTER_ROLLBACK, []).append(action)
+
+
+def _run(session: Session, key: str) -> None:
+    actions = session.info.pop(key, [])
+    for action in actions:
+        try:
+            action()
+        except Exception:
+            log.exception("post-transaction action failed", extra={"action": repr(action)})
+
+
+def finish(lumen, session: Session, success: bool) -> None:
+    """End a unit of work: commit and deliver its events, or roll back and drop them."""
+    try:
+        if success:
+            try:
+                session.commit()
+            except BaseException:
+                success = False
+                raise
+            session.info.pop(_AFTER_ROLLBACK, None)
+            _run(session, _AFTER_COMMIT)
+            events.deliver(lumen, session)
+        else:
+            session.rollback()
+    finally:
+        if not success:
+            session.info.pop(_AFTER_COMMIT, None)
+            events.discard(session)
+            _run(session, _AFTER_ROLLBACK)
+        session.close()
+
+
+@contextlib.contextmanager
+def unit_of_work(lumen) -> Iterator[Session]:
+    """A session for work outside a request (CLI, warm-up): commit on success."""
+    session = lumen.Session()
+    try:
+        yield session
+    except BaseException:
+        finish(lumen, session, success=False)
+        raise
+    finish(lumen, session, success=True)
+
+
+class RequestContext(falcon.Context):
+    """``req.context``: ``db`` opens a session only when a resource first touches it."""
+
+    _lumen = None
+    _db = None
+
+    @property
+    def db(self) -> Session:
+        if self._db is None:
+            self._db = self._lumen.Session()
+        return self._db
+
+
+class Request(falcon.Request):
+    context_type = RequestContext
+
+
+class SessionMiddleware:
+    def __init__(self, lumen):
+        self.lumen = lumen
+
+    def process_request(self, req: Request, resp: falcon.Response) -> None:
+        req.context._lumen = self.lumen
+
+    def process_response(self, req, resp, resource, req_succeeded: bool) -> None:
+        session = req.context._db
+        if session is None:
+            return
+        req.context._db = None
+        ok = req_succeeded and not str(resp.status).startswith(("4", "5"))
+        finish(self.lumen, session, success=ok)

@@ -1,0 +1,104 @@
+"""Content-addressed files under STORAGE_PATH.
+
+A file's path is derived from the sha256 of its bytes only, so a client can never choose a path,
+and identical bytes are kept once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1024 * 1024
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class TooLarge(Exception):
+    """The incoming file exceeds the byte limit it was received with."""
+
+
+@dataclass
+class Incoming:
+    """A file received into a temporary place, not yet kept."""
+
+    path: Path
+    sha256: str
+    size: int
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class Storage:
+    def __init__(self, root: str, max_gb: float):
+        self.root = Path(root)
+        self.max_bytes = int(max_gb * 1024**3)
+        self._tmp = self.root / "tmp"
+
+    def path_for(self, sha256: str) -> Path:
+        if not _SHA256.match(sha256):
+            raise ValueError("not a sha256 hex digest")
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
+    def receive(self, stream: BinaryIO, max_bytes: int) -> Incoming:
+        """Stream into a temporary file, hashing as it goes; never holds the file in memory."""
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise TooLarge()
+                    digest.update(chunk)
+                    out.write(chunk)
+        except BaseException:
+            os.unlink(name)
+            raise
+        return Incoming(Path(name), digest.hexdigest(), size)
+
+    def receive_bytes(self, data: bytes) -> Incoming:
+        import io
+
+        return self.receive(io.BytesIO(data), len(data))
+
+    def keep(self, incoming: Incoming) -> bool:
+        """Move a received file to its content address. Returns True when this call created
+        the file (False when identical bytes were already kept)."""
+        target = self.path_for(incoming.sha256)
+        if target.exists():
+            incoming.discard()
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(incoming.path, target)  # atomic: readers see the whole file or none
+        return True
+
+    def delete(self, sha256: str) -> None:
+        self.path_for(sha256).unlink(missing_ok=True)
+
+    def hashes(self) -> Iterator[str]:
+        """Every kept file's hash (for the storage check)."""
+        if not self.root.is_dir():
+            return
+        for path in self.root.glob("??/??/*"):
+            if _SHA256.match(path.name):
+                yield path.name
+
+    def clear_temporary(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def free_bytes(self) -> int:
+        probe = self.root if self.root.exists() else self.root.parent
+        return shutil.disk_usage(probe).free

