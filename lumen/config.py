@@ -194,9 +194,18 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{userinfo}:********@{netloc[1]}"))
 
 
+def _with_driver(url: str) -> str:
+    # psycopg2 is the driver Lumen ships with; a bare postgresql:// (or the postgres:// some
+    # platforms hand out) would make SQLAlchemy look for another one.
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg2://" + url[len(bare) :]
+    return url
+
+
 def _database_url(values: dict[str, Any]) -> str:
     if values["database_url"]:
-        return values["database_url"]
+        return _with_driver(values["database_url"])
     if values["instance_connection_name"]:
         # The Cloud SQL form: connect over the unix socket the Cloud SQL proxy provides.
         for attr, var in (("db_user", "DB_USER"), ("db_name", "DB_NAME")):

@@ -81,7 +81,8 @@ def lumen_cli(group) -> None:
 
 @hookspec
 def lumen_health_checks(lumen) -> dict[str, Any]:
-    """Return named checks: callables returning a lumen.health.CheckResult (or a list of them)."""
+    """Return {"component:measurement": callable}; each callable returns one IETF health check
+    dict (componentType, observedValue, observedUnit, status, output) or a list of them."""
 
 
 @hookspec
