@@ -73,7 +73,8 @@ def _collect_middleware(lumen: Lumen) -> list:
 
 
 def _add_routes(app: App, lumen: Lumen) -> None:
-    for impl in reversed(lumen.hook.lumen_routes.get_hookimpls()):
+    # Registration order: the core first, so a plugin cannot take over a core route.
+    for impl in lumen.hook.lumen_routes.get_hookimpls():
         owner = plugin_name(lumen.pm, impl)
         for template, resource in impl.function(lumen=lumen) or ():
             if template in lumen.routes:

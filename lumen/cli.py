@@ -8,6 +8,7 @@ import os
 import sys
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 from lumen import logs, migrate
 from lumen.config import ConfigError, load_settings
@@ -210,6 +211,48 @@ def users_create(obj: Context, username, display_name, password_stdin):
     click.echo(f"created user {user.username} ({user.id})")
 
 
+# --- data --------------------------------------------------------------------------------------
+
+
+@cli.command("seed")
+@click.option("--users", "user_count", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--photos", "photo_count", type=click.IntRange(min=0), default=100, show_default=True)
+@click.option("--seed", "seed_value", type=int, default=1, help="Random seed.")
+@pass_context
+def seed_command(obj: Context, user_count, photo_count, seed_value):
+    """Create synthetic users and photos with real images (demos, load tests).
+
+    Seeded users share the password 'seeded-user-password'.
+    """
+    from lumen.maintenance import seed
+
+    users_made, photos_made = seed(obj.lumen, user_count, photo_count, seed_value)
+    click.echo(f"created {users_made} users and {photos_made} photos")
+
+
+@cli.group()
+def storage():
+    """Stored image files."""
+
+
+@storage.command("check")
+@click.option("--fix", is_flag=True, help="Remove orphan files and photos whose file is gone.")
+@pass_context
+def storage_check(obj: Context, fix):
+    """Find files no photo refers to, and photos whose files are missing."""
+    from lumen.maintenance import check_storage
+
+    report = check_storage(obj.lumen, fix=fix)
+    verb = "removed" if fix else "found"
+    click.echo(f"{verb} {len(report.orphan_files)} orphan files")
+    click.echo(f"{verb} {len(report.missing_files)} photos with missing files")
+    click.echo(f"{verb} {report.stale_temporary} stale temporary files")
+    for photo_id in report.missing_files:
+        click.echo(f"  photo {photo_id}")
+    if not fix and not report.clean:
+        sys.exit(1)
+
+
 def main():
     try:
         context = Context()
@@ -218,3 +261,8 @@ def main():
         cli(obj=context)
     except KeyboardInterrupt:
         sys.exit(130)
+    except DBAPIError as exc:
+        # The usual cause on a new deployment: the schema was never created.
+        fail(
+            f"database error: {str(exc.orig).strip()} (is the schema migrated? `lumen db upgrade`)"
+        )

@@ -43,10 +43,24 @@ def handle_unexpected(req, resp, exc, params) -> None:
     )
 
 
+# SQLite reports both a busy database and a bad statement as OperationalError; only these
+# mean "try again later".
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open database", "disk i/o error")
+
+
+def database_unavailable(exc: Exception) -> bool:
+    """True when the error says the database cannot serve now, not that the request is wrong."""
+    if isinstance(exc, PoolTimeoutError) or getattr(exc, "connection_invalidated", False):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    if type(exc.orig).__module__.startswith("sqlite3"):
+        return str(exc.orig).lower().startswith(_SQLITE_UNAVAILABLE)
+    return True  # PostgreSQL: connection and server-state errors; SQL errors are other classes
+
+
 def handle_database_error(req, resp, exc, params) -> None:
-    if isinstance(exc, OperationalError | PoolTimeoutError) or getattr(
-        exc, "connection_invalidated", False
-    ):
+    if database_unavailable(exc):
         log.warning("database unavailable", extra={"error": type(exc).__name__})
         raise DatabaseUnavailable()
     handle_unexpected(req, resp, exc, params)

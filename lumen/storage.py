@@ -88,16 +88,10 @@ class Storage:
     def delete(self, sha256: str) -> None:
         self.path_for(sha256).unlink(missing_ok=True)
 
-    def hashes(self) -> Iterator[str]:
-        """Every kept file's hash (for the storage check)."""
-        if not self.root.is_dir():
-            return
-        for path in self.root.glob("??/??/*"):
-            if _SHA256.match(path.name):
-                yield path.name
-
-    def clear_temporary(self) -> None:
-        shutil.rmtree(self._tmp, ignore_errors=True)
+    def files(self) -> Iterator[Path]:
+        """Every file in the content-addressed tree (for the storage check)."""
+        if self.root.is_dir():
+            yield from (p for p in self.root.glob("??/??/*") if p.is_file())
 
     def free_bytes(self) -> int:
         probe = self.root if self.root.exists() else self.root.parent

@@ -44,7 +44,10 @@ def test_taken_username_is_409(client, app, api):
         ({"username": "ok_name\n", "password": "longenough"}, "username"),
         ({"username": "okname", "password": "short"}, "password"),
         ({"username": "okname"}, "password"),
-        ({"username": "okname", "password": "longenough", "display_name": "x" * 101}, "display_name"),
+        (
+            {"username": "okname", "password": "longenough", "display_name": "x" * 101},
+            "display_name",
+        ),
         ({"username": "okname", "password": "longenough", "admin": True}, "admin"),
     ],
 )
@@ -102,8 +105,13 @@ def test_token_login_and_bad_credentials(client, app, api):
 def test_revoked_token_stops_working_at_once(client, api):
     user = api.user()
     me = f"/api/v1/users/{user['id']}"
-    assert client.simulate_patch(me, json={"display_name": "x"}, headers=user["headers"]).status_code == 200
-    assert client.simulate_delete("/api/v1/tokens/current", headers=user["headers"]).status_code == 204
+    assert (
+        client.simulate_patch(me, json={"display_name": "x"}, headers=user["headers"]).status_code
+        == 200
+    )
+    assert (
+        client.simulate_delete("/api/v1/tokens/current", headers=user["headers"]).status_code == 204
+    )
     again = client.simulate_patch(me, json={"display_name": "y"}, headers=user["headers"])
     assert again.status_code == 401
     assert client.simulate_delete("/api/v1/tokens/current").status_code == 401

@@ -1,0 +1,149 @@
+"""Work on the data outside requests: consistency of storage and rows, and synthetic data."""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from PIL import Image, ImageDraw
+from sqlalchemy import select
+from tqdm import tqdm
+
+from lumen import events, images
+from lumen.auth import hash_password
+from lumen.models import Photo, User, utcnow
+
+TEMP_MAX_AGE_S = 3600
+
+
+@dataclass
+class StorageReport:
+    orphan_files: list[str] = field(default_factory=list)  # paths below STORAGE_PATH
+    missing_files: list[str] = field(default_factory=list)  # photo ids whose files are gone
+    stale_temporary: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not (self.orphan_files or self.missing_files or self.stale_temporary)
+
+
+def check_storage(lumen, fix: bool = False) -> StorageReport:
+    """Find files no photo refers to and photos whose files are gone; with ``fix``, remove
+    both (a photo without its file can never be served again)."""
+    storage, report = lumen.storage, StorageReport()
+    rows = _file_rows(lumen)
+    report.missing_files = sorted(
+        str(row.id)
+        for row in rows
+        if not (storage.exists(row.sha256) and storage.exists(row.thumb_sha256))
+    )
+    if fix and report.missing_files:
+        with lumen.unit_of_work() as session:
+            gone = session.scalars(
+                select(Photo).where(Photo.id.in_([uuid.UUID(i) for i in report.missing_files]))
+            ).all()
+            for photo in gone:
+                session.delete(photo)
+                events.record(session, events.PHOTO_DELETED, photo=photo, changes={})
+        rows = _file_rows(lumen)  # the removed photos' remaining files are orphans now
+    referenced = {sha for row in rows for sha in (row.sha256, row.thumb_sha256)}
+    orphans = [
+        path
+        for path in storage.files()
+        if path.name not in referenced or path != storage.path_for(path.name)
+    ]
+    report.orphan_files = sorted(str(path.relative_to(storage.root)) for path in orphans)
+    tmp = storage.root / "tmp"
+    now = time.time()
+    stale = [p for p in tmp.glob("*") if now - p.stat().st_mtime > TEMP_MAX_AGE_S]
+    report.stale_temporary = len(stale)
+    if fix:
+        for path in orphans + stale:
+            path.unlink(missing_ok=True)
+    return report
+
+
+def _file_rows(lumen):
+    with lumen.Session() as session:
+        return session.execute(select(Photo.id, Photo.sha256, Photo.thumb_sha256)).all()
+
+
+def synthetic_image(rng: random.Random, width: int, height: int) -> bytes:
+    """A small real JPEG: a gradient of random colours with a few shapes."""
+    image = Image.new("RGB", (width, height), tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0 = rng.randrange(width), rng.randrange(height)
+        box = [x0, y0, x0 + rng.randrange(8, width), y0 + rng.randrange(8, height)]
+        draw.ellipse(box, fill=tuple(rng.randrange(256) for _ in range(3)))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+def seed(
+    lumen,
+    users: int,
+    photos: int,
+    seed_value: int = 1,
+    private_share: float = 0.2,
+    progress: bool = True,
+) -> tuple[int, int]:
+    """Create ``users`` users (password ``password-<n>``) and ``photos`` photos spread over
+    them, with real image files. Returns (users, photos) created."""
+    rng = random.Random(seed_value)
+    storage, thumb_size = lumen.storage, lumen.settings.thumbnail_size
+    password_hash = hash_password("seeded-user-password")  # one hash: argon2 is slow on purpose
+    stamp = int(time.time())
+    with lumen.unit_of_work() as session:
+        made = [
+            User(
+                username=f"seed{stamp % 100000}_{n}",
+                password_hash=password_hash,
+                display_name=f"Seeded user {n}",
+            )
+            for n in range(users)
+        ]
+        session.add_all(made)
+        session.flush()
+        owners = [u.id for u in made] or session.scalars(select(User.id).limit(1000)).all()
+    if not owners:
+        raise ValueError("no users to own the photos: seed some users too")
+    now = utcnow()
+    bar = tqdm(total=photos, desc="photos", unit="photo", disable=not progress)
+    created = 0
+    while created < photos:
+        batch = min(200, photos - created)
+        with lumen.unit_of_work() as session:
+            for _ in range(batch):
+                size = rng.choice((320, 480, 640)), rng.choice((240, 360, 480))
+                data = synthetic_image(rng, *size)
+                original = storage.receive_bytes(data)
+                info = images.inspect(original.path)
+                thumb = storage.receive_bytes(images.thumbnail(original.path, thumb_size))
+                storage.keep(original)
+                storage.keep(thumb)
+                photo = Photo(
+                    owner_id=rng.choice(owners),
+                    caption=f"Seeded photo {created}",
+                    visibility="private" if rng.random() < private_share else "public",
+                    width=info.width,
+                    height=info.height,
+                    content_type=info.content_type,
+                    size_bytes=original.size,
+                    sha256=original.sha256,
+                    thumb_sha256=thumb.sha256,
+                    thumb_content_type=images.THUMBNAIL_CONTENT_TYPE,
+                    thumb_size_bytes=thumb.size,
+                    created_at=now - timedelta(seconds=photos - created),
+                )
+                session.add(photo)
+                events.record(session, events.PHOTO_CREATED, photo=photo, changes={})
+                created += 1
+        bar.update(batch)
+    bar.close()
+    return len(made), created

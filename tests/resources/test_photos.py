@@ -1,0 +1,348 @@
+"""Photos: every row of API.md's photos table, and bad input that changes nothing."""
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from lumen.models import Photo
+from tests.conftest import jpeg, multipart
+
+
+def photo_rows(app) -> int:
+    with app.lumen.Session() as session:
+        return session.scalar(select(func.count()).select_from(Photo))
+
+
+def stored_files(app) -> list[Path]:
+    root = Path(app.lumen.settings.storage_path)
+    return [p for p in root.glob("??/??/*")] if root.exists() else []
+
+
+def temp_files(app) -> list[Path]:
+    tmp = Path(app.lumen.settings.storage_path) / "tmp"
+    return list(tmp.iterdir()) if tmp.exists() else []
+
+
+def post_file(client, user, parts):
+    body, content_type = multipart(parts)
+    return client.simulate_post(
+        "/api/v1/photos", body=body, headers={**user["headers"], "Content-Type": content_type}
+    )
+
+
+def test_upload_returns_the_photo_and_keeps_file_and_thumbnail(client, app, api):
+    user = api.user()
+    photo = api.upload(user, jpeg(800, 600), caption="Harbour at dusk", visibility="private")
+    assert photo["owner_id"] == user["id"]
+    assert photo["caption"] == "Harbour at dusk"
+    assert photo["visibility"] == "private"
+    assert (photo["width"], photo["height"]) == (800, 600)
+    assert photo["content_type"] == "image/jpeg"
+    assert photo["location"] is None and photo["taken_at"] is None
+    assert len(photo["sha256"]) == 64
+    assert photo["sha256"][:16] in photo["urls"]["original"]
+    assert len(stored_files(app)) == 2  # the original and its thumbnail
+    assert temp_files(app) == []
+
+
+@pytest.mark.parametrize(
+    "fmt, content_type", [("PNG", "image/png"), ("WEBP", "image/webp"), ("GIF", "image/gif")]
+)
+def test_every_supported_format(api, fmt, content_type):
+    photo = api.upload(api.user(), jpeg(fmt=fmt))
+    assert photo["content_type"] == content_type
+
+
+def test_image_bytes_etag_and_304(client, api):
+    user = api.user()
+    original = jpeg(300, 200)
+    photo = api.upload(user, original)
+    got = client.simulate_get(photo["urls"]["original"])
+    assert got.status_code == 200
+    assert got.content == original
+    assert got.headers["content-type"] == "image/jpeg"
+    assert got.headers["etag"] == f'"{photo["sha256"]}"'
+    assert "immutable" in got.headers["cache-control"]
+    again = client.simulate_get(
+        photo["urls"]["original"], headers={"If-None-Match": got.headers["etag"]}
+    )
+    assert again.status_code == 304 and again.content == b""
+    thumb = client.simulate_get(photo["urls"]["thumbnail"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"
+    assert Image.open(io.BytesIO(thumb.content)).size == (300, 200)  # never enlarged
+    bad = client.simulate_get(f"/api/v1/photos/{photo['id']}/image", params={"size": "huge"})
+    assert bad.status_code == 400 and bad.json["description"].startswith("size:")
+
+
+def test_thumbnail_is_bounded_by_thumbnail_size(make_app):
+    import falcon.testing
+
+    from tests.conftest import Api
+
+    client = falcon.testing.TestClient(make_app(THUMBNAIL_SIZE="64"))
+    api = Api(client)
+    photo = api.upload(api.user(), jpeg(640, 320))
+    thumb = client.simulate_get(photo["urls"]["thumbnail"])
+    assert Image.open(io.BytesIO(thumb.content)).size == (64, 32)
+
+
+def test_duplicate_upload_is_409_with_existing_id(client, app, api):
+    user, other = api.user(), api.user()
+    data = jpeg()
+    first = api.upload(user, data)
+    second = post_file(client, user, {"file": ("again.jpg", data)})
+    assert second.status_code == 409
+    assert second.json["existing_id"] == first["id"]
+    assert photo_rows(app) == 1
+    # Another owner may upload the same bytes; they are stored once.
+    api.upload(other, data)
+    assert photo_rows(app) == 2 and len(stored_files(app)) == 2
+
+
+def test_get_visibility_rules(client, api):
+    owner, stranger = api.user(), api.user()
+    public = api.upload(owner)
+    private = api.upload(owner, visibility="private")
+    assert client.simulate_get(f"/api/v1/photos/{public['id']}").status_code == 200
+    assert client.simulate_get(f"/api/v1/photos/{private['id']}").status_code == 404
+    hidden = client.simulate_get(f"/api/v1/photos/{private['id']}", headers=stranger["headers"])
+    assert hidden.status_code == 404
+    mine = client.simulate_get(f"/api/v1/photos/{private['id']}", headers=owner["headers"])
+    assert mine.status_code == 200
+    assert client.simulate_get(private["urls"]["original"]).status_code == 404
+    owned_bytes = client.simulate_get(private["urls"]["original"], headers=owner["headers"])
+    assert owned_bytes.status_code == 200
+    assert owned_bytes.headers["cache-control"] == "private, no-cache"
+    assert client.simulate_get("/api/v1/photos/nope").status_code == 404
+
+
+def test_list_newest_first_with_total_links_and_filters(client, api):
+    ada, bob = api.user(), api.user()
+    ids = [api.upload(ada)["id"] for _ in range(5)]
+    private = api.upload(ada, visibility="private")["id"]
+    bob_photo = api.upload(bob)["id"]
+    page = client.simulate_get("/api/v1/photos", params={"limit": 2})
+    assert page.status_code == 200
+    assert page.headers["x-total-count"] == "6"
+    assert [p["id"] for p in page.json] == [bob_photo, ids[4]]
+    assert 'rel="next"' in page.headers["link"] and 'rel="prev"' not in page.headers["link"]
+    last = client.simulate_get("/api/v1/photos", params={"limit": 2, "offset": 4})
+    assert [p["id"] for p in last.json] == [ids[1], ids[0]]
+    assert 'rel="prev"' in last.headers["link"] and 'rel="next"' not in last.headers["link"]
+    as_ada = client.simulate_get("/api/v1/photos", headers=ada["headers"])
+    assert as_ada.headers["x-total-count"] == "7" and as_ada.json[1]["id"] == private
+    by_owner = client.simulate_get("/api/v1/photos", params={"owner_id": bob["id"]})
+    assert [p["id"] for p in by_owner.json] == [bob_photo]
+    user_list = client.simulate_get(f"/api/v1/users/{ada['id']}/photos", headers=bob["headers"])
+    assert user_list.headers["x-total-count"] == "5"
+    own_list = client.simulate_get(f"/api/v1/users/{ada['id']}/photos", headers=ada["headers"])
+    assert own_list.headers["x-total-count"] == "6"
+    missing = client.simulate_get("/api/v1/users/00000000-0000-0000-0000-000000000000/photos")
+    assert missing.status_code == 404
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"limit": "0"}, "limit"),
+        ({"limit": "101"}, "limit"),
+        ({"limit": "abc"}, "limit"),
+        ({"offset": "-1"}, "offset"),
+        ({"owner_id": "not-a-uuid"}, "owner_id"),
+        ({"location_id": "x"}, "location_id"),
+    ],
+)
+def test_bad_list_parameters_are_400(client, params, field):
+    result = client.simulate_get("/api/v1/photos", params=params)
+    assert result.status_code == 400
+    assert field in result.json["description"]
+
+
+def test_patch_changes_caption_and_visibility(client, api):
+    owner, stranger = api.user(), api.user()
+    photo = api.upload(owner)
+    url = f"/api/v1/photos/{photo['id']}"
+    changed = client.simulate_patch(
+        url, json={"caption": "New", "visibility": "private"}, headers=owner["headers"]
+    )
+    assert changed.status_code == 200
+    assert changed.json["caption"] == "New" and changed.json["visibility"] == "private"
+    assert client.simulate_get(url).status_code == 404  # private now
+    # Another user's private photo is 404; another user's public photo is 403.
+    assert (
+        client.simulate_patch(url, json={"caption": "x"}, headers=stranger["headers"]).status_code
+        == 404
+    )
+    client.simulate_patch(url, json={"visibility": "public"}, headers=owner["headers"])
+    forbidden = client.simulate_patch(url, json={"caption": "x"}, headers=stranger["headers"])
+    assert forbidden.status_code == 403
+    assert client.simulate_patch(url, json={"caption": "x"}).status_code == 401
+    assert client.simulate_get(url).json["caption"] == "New"
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"caption": "x" * 10_000}, "caption"),
+        ({"visibility": "friends"}, "visibility"),
+        ({"location_id": 123456789}, "location_id"),
+        ({"location_id": "abc"}, "location_id"),
+        ({"owner_id": "00000000-0000-0000-0000-000000000000"}, "owner_id"),
+    ],
+)
+def test_bad_patch_is_400_and_changes_nothing(client, api, body, field):
+    owner = api.user()
+    photo = api.upload(owner, caption="Kept")
+    url = f"/api/v1/photos/{photo['id']}"
+    result = client.simulate_patch(url, json=body, headers=owner["headers"])
+    assert result.status_code == 400
+    assert result.json["description"].startswith(f"{field}:")
+    after = client.simulate_get(url).json
+    assert after["caption"] == "Kept" and after["updated_at"] == photo["updated_at"]
+
+
+def test_delete_removes_row_file_and_thumbnail(client, app, api):
+    owner, stranger = api.user(), api.user()
+    photo = api.upload(owner)
+    url = f"/api/v1/photos/{photo['id']}"
+    assert client.simulate_delete(url, headers=stranger["headers"]).status_code == 403
+    assert client.simulate_delete(url).status_code == 401
+    assert len(stored_files(app)) == 2
+    assert client.simulate_delete(url, headers=owner["headers"]).status_code == 204
+    assert client.simulate_get(url).status_code == 404
+    assert client.simulate_get(photo["urls"]["original"]).status_code == 404
+    assert stored_files(app) == [] and photo_rows(app) == 0
+    assert client.simulate_delete(url, headers=owner["headers"]).status_code == 404
+
+
+def test_delete_keeps_bytes_another_photo_still_uses(client, app, api):
+    ada, bob = api.user(), api.user()
+    data = jpeg()
+    mine = api.upload(ada, data)
+    theirs = api.upload(bob, data)
+    client.simulate_delete(f"/api/v1/photos/{mine['id']}", headers=ada["headers"])
+    assert client.simulate_get(theirs["urls"]["original"]).content == data
+
+
+# --- bad uploads change nothing ---------------------------------------------------------------
+
+
+def truncated_jpeg() -> bytes:
+    data = jpeg(400, 300)
+    return data[: len(data) // 2]
+
+
+def bomb_png() -> bytes:
+    # A tiny file that would decode to more pixels than Pillow allows.
+    image = Image.new("1", (20_000, 20_000))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(
+    "parts, status, field",
+    [
+        ({"caption": "no file"}, 400, "file"),
+        ({"file": ("empty.jpg", b"")}, 400, "file"),
+        ({"file": ("text.jpg", b"just some text, not an image")}, 415, "file"),
+        ({"file": ("half.jpg", truncated_jpeg())}, 415, "file"),
+        ({"file": ("bomb.png", bomb_png())}, 413, "file"),
+        ({"file": ("a.jpg", jpeg()), "caption": "x" * 10_000}, 400, "caption"),
+        ({"file": ("a.jpg", jpeg()), "visibility": "friends"}, 400, "visibility"),
+        ({"file": ("a.jpg", jpeg()), "location_id": "99"}, 400, "location_id"),
+        ({"file": ("a.jpg", jpeg()), "location_id": "abc"}, 400, "location_id"),
+        ({"file": ("a.jpg", jpeg()), "owner_id": "someone"}, 400, "owner_id"),
+    ],
+)
+def test_bad_upload_writes_nothing(client, app, api, parts, status, field):
+    user = api.user()
+    result = post_file(client, user, parts)
+    assert result.status_code == status, result.text
+    assert result.json["description"].startswith(f"{field}:")
+    assert photo_rows(app) == 0
+    assert stored_files(app) == [] and temp_files(app) == []
+
+
+@pytest.mark.security
+def test_upload_needs_a_valid_token(client, app):
+    body, content_type = multipart({"file": ("a.jpg", jpeg())})
+    anonymous = client.simulate_post(
+        "/api/v1/photos", body=body, headers={"Content-Type": content_type}
+    )
+    assert anonymous.status_code == 401
+    revoked = client.simulate_post(
+        "/api/v1/photos",
+        body=body,
+        headers={"Content-Type": content_type, "Authorization": "Bearer " + "x" * 43},
+    )
+    assert revoked.status_code == 401
+    assert photo_rows(app) == 0
+
+
+def test_upload_over_max_upload_mb_is_413(make_app):
+    import falcon.testing
+
+    from tests.conftest import Api
+
+    app = make_app(MAX_UPLOAD_MB="0.01")  # about 10 KB
+    client = falcon.testing.TestClient(app)
+    api = Api(client)
+    user = api.user()
+    noise = Image.effect_noise((200, 200), 100).convert("RGB")
+    out = io.BytesIO()
+    noise.save(out, "PNG")
+    result = post_file(client, user, {"file": ("big.png", out.getvalue())})
+    assert result.status_code == 413
+    assert result.json["description"].startswith("file:")
+    assert photo_rows(app) == 0 and temp_files(app) == []
+
+
+def test_quota_is_507_and_writes_nothing(make_app):
+    import falcon.testing
+
+    from tests.conftest import Api
+
+    app = make_app(MAX_STORAGE_GB=str(20_000 / 1024**3))  # about 20 KB
+    client = falcon.testing.TestClient(app)
+    api = Api(client)
+    user = api.user()
+    api.upload(user, jpeg(50, 50))  # small: fits
+    noise = io.BytesIO()
+    Image.effect_noise((200, 200), 100).convert("RGB").save(noise, "JPEG", quality=95)
+    result = post_file(client, user, {"file": ("a.jpg", noise.getvalue())})
+    assert result.status_code == 507
+    assert result.json["description"].startswith("file:")
+    assert photo_rows(app) == 1 and len(stored_files(app)) == 2
+
+
+def test_wrong_content_type_is_415(client, api):
+    user = api.user()
+    result = client.simulate_post("/api/v1/photos", json={"file": "abc"}, headers=user["headers"])
+    assert result.status_code == 415
+
+
+def test_failed_commit_takes_back_the_files(app, api, monkeypatch):
+    """A transaction that does not commit leaves no file behind."""
+    from sqlalchemy.orm import Session
+
+    user = api.user()
+
+    def failing_commit(self):
+        raise RuntimeError("commit failed")
+
+    monkeypatch.setattr(Session, "commit", failing_commit)
+    body, content_type = multipart({"file": ("a.jpg", jpeg())})
+    result = api.client.simulate_post(
+        "/api/v1/photos", body=body, headers={**user["headers"], "Content-Type": content_type}
+    )
+    monkeypatch.undo()
+    assert result.status_code == 500
+    assert photo_rows(app) == 0
+    assert stored_files(app) == []

@@ -1,0 +1,252 @@
+"""The plugin system: discovery, LUMEN_PLUGINS, every hook kind, errors that name the plugin,
+and a third-party plugin installed with pip."""
+
+import subprocess
+import sys
+import textwrap
+
+import falcon.testing
+import pytest
+
+from lumen import hookspecs
+from lumen.app import create_app
+from lumen.config import ConfigError, load_settings
+from lumen.plugins import PluginError, installed_plugins, make_plugin_manager
+from tests.plugins import recording
+
+
+@pytest.fixture
+def recording_app(environ, backend, clean_db):
+    recording.received.clear()
+    settings = load_settings(environ)
+    pm = make_plugin_manager([])
+    pm.register(recording, name="recording")
+    app = create_app(settings, pm, engine=backend[2])
+    yield app
+    pm.unregister(recording)
+
+
+def test_every_hookspec_is_documented():
+    docs = open("docs/plugins.md", encoding="utf-8").read()
+    names = [name for name in dir(hookspecs) if name.startswith("lumen_")]
+    assert len(names) >= 17
+    missing = [name for name in names if f"`{name}" not in docs]
+    assert missing == []
+
+
+@pytest.mark.unit
+def test_builtin_plugins_are_entry_points():
+    assert {"health", "cors", "locations", "cache", "metrics"} <= set(installed_plugins())
+
+
+@pytest.mark.unit
+def test_lumen_plugins_filters_and_unknown_names_fail():
+    pm = make_plugin_manager(["health"])
+    names = {name for name, _ in pm.list_name_plugin()}
+    assert names == {"core", "health"}
+    with pytest.raises(ConfigError) as caught:
+        make_plugin_manager(["health", "helth"])
+    message = str(caught.value)
+    assert message.startswith(
+        "invalid setting LUMEN_PLUGINS='health,helth': unknown plugin 'helth'"
+    )
+    assert "installed:" in message and "health" in message
+
+
+def test_plugin_routes_middleware_and_error_handlers(recording_app):
+    client = falcon.testing.TestClient(recording_app)
+    assert client.simulate_get("/test/echo").json == {"seen_by_middleware": True}
+    boom = client.simulate_post("/test/echo")
+    assert boom.status_code == 418 and boom.text == "boom handled"
+
+
+def test_events_arrive_after_commit_with_changes(recording_app, api):
+    client = falcon.testing.TestClient(recording_app)
+    from tests.conftest import Api
+
+    api = Api(client)
+    user = api.user()
+    photo = api.upload(user, caption="first")
+    client.simulate_patch(
+        f"/api/v1/photos/{photo['id']}", json={"caption": "second"}, headers=user["headers"]
+    )
+    client.simulate_patch(
+        f"/api/v1/users/{user['id']}", json={"display_name": "Renamed"}, headers=user["headers"]
+    )
+    client.simulate_delete(f"/api/v1/photos/{photo['id']}", headers=user["headers"])
+    kinds = [kind for kind, _ in recording.received]
+    assert kinds == ["photo_created", "photo_updated", "user_updated", "photo_deleted"]
+    assert recording.received[1][1]["changes"] == {"caption": ("first", "second")}
+    assert recording.received[2][1]["changes"] == {"display_name": (None, "Renamed")}
+
+
+def test_no_event_for_a_rejected_or_rolled_back_change(recording_app, monkeypatch):
+    from sqlalchemy.orm import Session
+
+    from tests.conftest import Api
+
+    client = falcon.testing.TestClient(recording_app)
+    api = Api(client)
+    user = api.user()
+    photo = api.upload(user, caption="kept")
+    recording.received.clear()
+    url = f"/api/v1/photos/{photo['id']}"
+    # Rejected input: nothing happens.
+    client.simulate_patch(url, json={"visibility": "nope"}, headers=user["headers"])
+    # A change whose commit fails: no event either.
+    monkeypatch.setattr(Session, "commit", lambda self: (_ for _ in ()).throw(RuntimeError("x")))
+    failed = client.simulate_patch(url, json={"caption": "lost"}, headers=user["headers"])
+    monkeypatch.undo()
+    assert failed.status_code == 500
+    assert recording.received == []
+    assert client.simulate_get(url).json["caption"] == "kept"
+
+
+def test_a_failing_event_handler_does_not_stop_the_others(recording_app, api, caplog):
+    class Broken:
+        @staticmethod
+        @hookspecs.hookimpl
+        def lumen_photo_created(lumen, photo, changes):
+            raise RuntimeError("broken plugin")
+
+    pm = recording_app.lumen.pm
+    pm.register(Broken, name="broken")
+    try:
+        from tests.conftest import Api
+
+        api = Api(falcon.testing.TestClient(recording_app))
+        api.upload(api.user())
+    finally:
+        pm.unregister(Broken)
+    assert [kind for kind, _ in recording.received] == ["photo_created"]
+    assert any(getattr(r, "plugin", None) == "broken" for r in caplog.records)
+
+
+@pytest.mark.unit
+def test_a_plugin_that_fails_to_start_names_itself(tmp_path):
+    class Failing:
+        @staticmethod
+        @hookspecs.hookimpl
+        def lumen_startup(lumen):
+            raise RuntimeError("cannot open client")
+
+    pm = make_plugin_manager([])
+    pm.register(Failing, name="failing")
+    settings = load_settings({"DATABASE_URL": "sqlite://", "STORAGE_PATH": str(tmp_path)})
+    with pytest.raises(PluginError, match="plugin 'failing' failed in lumen_startup"):
+        create_app(settings, pm)
+
+
+@pytest.mark.unit
+def test_a_misspelled_hook_is_an_error():
+    class Misspelled:
+        @staticmethod
+        @hookspecs.hookimpl
+        def lumen_photo_create(lumen, photo, changes):
+            pass
+
+    pm = make_plugin_manager([])
+    pm.register(Misspelled)
+    import pluggy
+
+    with pytest.raises(pluggy.PluginValidationError):
+        pm.check_pending()
+
+
+@pytest.mark.unit
+def test_duplicate_routes_fail_start_up(tmp_path):
+    class Twin:
+        @staticmethod
+        @hookspecs.hookimpl
+        def lumen_routes(lumen):
+            return [("/api/v1/photos", object())]
+
+    pm = make_plugin_manager([])
+    pm.register(Twin, name="twin")
+    settings = load_settings({"DATABASE_URL": "sqlite://", "STORAGE_PATH": str(tmp_path)})
+    with pytest.raises(PluginError, match="route /api/v1/photos already added by 'core'"):
+        create_app(settings, pm)
+
+
+@pytest.mark.slow
+def test_a_third_party_plugin_installed_with_pip(tmp_path):
+    source = tmp_path / "lumen-hello"
+    (source / "lumen_hello").mkdir(parents=True)
+    (source / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+            [build-system]
+            requires = ["setuptools"]
+            build-backend = "setuptools.build_meta"
+
+            [project]
+            name = "lumen-hello"
+            version = "1.0"
+
+            [project.entry-points.lumen]
+            hello = "lumen_hello"
+            """
+        )
+    )
+    (source / "lumen_hello" / "__init__.py").write_text(
+        textwrap.dedent(
+            """
+            from lumen import hookimpl
+
+            class Hello:
+                def on_get(self, req, resp):
+                    resp.media = {"hello": "from a third-party plugin"}
+
+            @hookimpl
+            def lumen_routes(lumen):
+                return [("/hello", Hello())]
+            """
+        )
+    )
+    site = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        check=True,
+        timeout=180,
+    )
+    program = textwrap.dedent(
+        f"""
+        import falcon.testing
+        from lumen import create_app
+        from lumen.config import load_settings
+        settings = load_settings({{"DATABASE_URL": "sqlite://", "STORAGE_PATH": {str(tmp_path)!r},
+                                   "LUMEN_PLUGINS": "hello"}})
+        client = falcon.testing.TestClient(create_app(settings))
+        print(client.simulate_get("/hello").json["hello"])
+        """
+    )
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "from a third-party plugin", done.stderr
+    listing = subprocess.run(
+        [sys.executable, "-c", "from lumen.cli import main; main()", "plugins"],
+        env={
+            **env,
+            "LUMEN_PLUGINS": "hello",
+            "STORAGE_PATH": str(tmp_path),
+            "DATABASE_URL": "sqlite://",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "hello" in listing.stdout and "enabled" in listing.stdout, listing.stderr
+    assert "route:  /hello" in listing.stdout
