@@ -53,6 +53,10 @@ class CoreSettingsSchema(Schema):
         **_env("DB_POOL_TIMEOUT"),
     )
     db_pool_recycle = positive_int("DB_POOL_RECYCLE", 3600, minimum=-1)
+    # "null" opens a connection per checkout: only behind an external pooler such as PgBouncer.
+    db_pool_class = fields.String(
+        load_default="queue", validate=validate.OneOf(("queue", "null")), **_env("DB_POOL_CLASS")
+    )
     instance_connection_name = fields.String(load_default=None, **_env("INSTANCE_CONNECTION_NAME"))
     db_user = fields.String(load_default=None, **_env("DB_USER"))
     db_password = fields.String(load_default=None, **_env("DB_PASSWORD"))

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import QueuePool, StaticPool
+from sqlalchemy.pool import NullPool, QueuePool, StaticPool
 
 from lumen.config import Settings
 
@@ -16,11 +16,14 @@ def make_engine(settings: Settings) -> Engine:
 
     PostgreSQL and file SQLite get a QueuePool sized by DB_POOL_*, with pre-ping (a dead
     connection is replaced, not handed out) and recycling. In-memory SQLite gets a StaticPool,
-    since each new connection would otherwise see an empty database.
+    since each new connection would otherwise see an empty database. DB_POOL_CLASS=null gives
+    a NullPool, for deployments where PgBouncer pools instead.
     """
     url = settings.database_url
     if url.startswith("sqlite") and (":memory:" in url or url in ("sqlite://", "sqlite:///")):
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    elif settings.db_pool_class == "null":
+        engine = create_engine(url, poolclass=NullPool)
     else:
         options: dict[str, Any] = {}
         if url.startswith("sqlite"):

@@ -1,0 +1,82 @@
+"""Pooled engine (QueuePool + pre-ping) against NullPool on a primary-key read, under gunicorn.
+
+GET /api/v1/users/{id} on PostgreSQL, sync workers, wrk on loopback; the two configurations
+run in interleaved rounds in one run so the machine's noise hits both alike.
+
+    python -m benchmarks.pool_bench [--rounds 3] [--seconds 10] [--workers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from tqdm import tqdm
+
+from benchmarks.harness import gunicorn, median_of, pg_database, write_results, wrk
+from lumen import migrate
+from lumen.app import Lumen
+from lumen.config import load_settings
+from lumen.plugins import make_plugin_manager
+from lumen.resources.users import create_user
+
+
+def prepare(url: str) -> str:
+    settings = load_settings({"DATABASE_URL": url, "LUMEN_PLUGINS": "none"})
+    lumen = Lumen(settings, make_plugin_manager([]))
+    migrate.upgrade(lumen)
+    with lumen.unit_of_work() as session:
+        user = create_user(session, "benchmark", "benchmark-password")
+    lumen.engine.dispose()
+    return str(user.id)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+
+    configs = {"QueuePool(10) + pre-ping": "queue", "NullPool": "null"}
+    runs: dict[str, list[dict]] = {name: [] for name in configs}
+    with pg_database("lumen_bench_pool") as url:
+        user_id = prepare(url)
+        bar = tqdm(total=args.rounds * len(configs), desc="pool benchmark", unit="run")
+        for _ in range(args.rounds):
+            for name, pool_class in configs.items():
+                env = {"DATABASE_URL": url, "LUMEN_PLUGINS": "none", "DB_POOL_CLASS": pool_class}
+                with gunicorn(env, workers=args.workers) as base:
+                    wrk(f"{base}/api/v1/users/{user_id}", seconds=2, connections=args.connections)
+                    runs[name].append(
+                        wrk(
+                            f"{base}/api/v1/users/{user_id}",
+                            seconds=args.seconds,
+                            connections=args.connections,
+                        )
+                    )
+                bar.update()
+        bar.close()
+    results = {name: median_of(r) for name, r in runs.items()}
+    pooled, null = results["QueuePool(10) + pre-ping"], results["NullPool"]
+    summary = {
+        "endpoint": "GET /api/v1/users/{id} (primary-key read), PostgreSQL 15, trust auth",
+        "load": f"wrk -t2 -c{args.connections} -d{args.seconds}s, gunicorn sync -w {args.workers}",
+        "results": results,
+        "throughput_ratio": round(pooled["rps"] / null["rps"], 2),
+        "p50_reduction_pct": round(100 * (1 - pooled["p50_ms"] / null["p50_ms"]), 1),
+    }
+    path = write_results("pool", summary)
+    for name, r in results.items():
+        print(
+            f"{name:<26} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms"
+            f"  (non-2xx {r['non_2xx']})"
+        )
+    print(
+        f"pooled/NullPool throughput: {summary['throughput_ratio']}x; "
+        f"p50 {summary['p50_reduction_pct']} % lower; written to {path}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""`lumen serve` on the embedded default, and gunicorn's start-up checks."""
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from tests.conftest import free_port, wait_for_port
+
+pytestmark = pytest.mark.slow
+
+
+def clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DB_", "LUMEN_", "DATABASE_", "REDIS_", "STORAGE_"))}
+    return {**env, "GUNICORN_ACCESS_LOG": "", **extra}
+
+
+def worker_pids(master_pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master_pid)],
+                         capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def test_lumen_serve_on_the_embedded_default(tmp_path):
+    port = free_port()
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from lumen.cli import main; main()", "serve",
+         "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        cwd=tmp_path, env=clean_env(LUMEN_PLUGINS="none"), stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, timeout=60, proc=proc)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/photos", timeout=10) as r:
+            assert r.status == 200
+            assert json.loads(r.read()) == []
+            assert r.headers["X-Total-Count"] == "0"
+        assert (tmp_path / "lumen.db").exists()  # the embedded database, migrated
+        assert len(worker_pids(proc.pid)) >= 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+def test_a_bad_setting_stops_gunicorn_with_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--config", "python:lumen.gunicorn_conf",
+         "lumen.wsgi:app"],
+        cwd=tmp_path, env=clean_env(DB_POOL_SIZE="abc", LUMEN_BIND=f"127.0.0.1:{free_port()}"),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 0
+    assert "lumen: invalid setting DB_POOL_SIZE='abc': not a valid integer" in done.stderr
+
+
+def test_serve_refuses_a_bad_setting(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", "from lumen.cli import main; main()", "serve"],
+        cwd=tmp_path, env=clean_env(ENVIRONMENT="prod"), capture_output=True, text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "lumen: invalid setting ENVIRONMENT='prod': must be one of: development, staging, production"
+    )
