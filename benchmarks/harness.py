@@ -18,6 +18,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
@@ -50,20 +51,39 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass
+class Server:
+    url: str
+    pid: int  # the gunicorn master
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.pid)], capture_output=True, text=True
+        ).stdout
+        return [int(pid) for pid in out.split()]
+
+
+def peak_rss_kb(pid: int) -> int:
+    """The process's high-water mark of resident memory (VmHWM), in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0])
+
+
 @contextlib.contextmanager
 def gunicorn(
     env: dict[str, str],
     workers: int = 4,
     app: str = "lumen.wsgi:app",
     extra_args: tuple[str, ...] = (),
-) -> Iterator[str]:
-    """Serve ``app`` under Lumen's gunicorn settings; yields the base URL."""
+) -> Iterator[Server]:
+    """Serve ``app`` under Lumen's gunicorn settings."""
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="lumen-bench-")
     full_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DB_", "LUMEN_", "REDIS_"))},
         "STORAGE_PATH": os.path.join(workdir, "storage"),
         "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),  # benchmarks.bare_app
         **env,
         "LUMEN_BIND": f"127.0.0.1:{port}",
         "WEB_CONCURRENCY": str(workers),
@@ -97,8 +117,15 @@ def gunicorn(
                 if time.monotonic() > deadline:
                     raise TimeoutError("gunicorn did not start") from None
                 time.sleep(0.2)
-        time.sleep(1.0)  # let every worker boot
-        yield f"http://127.0.0.1:{port}"
+        server = Server(f"http://127.0.0.1:{port}", proc.pid)
+        # Workers fork only after the master's start-up work (migrations, data imports).
+        deadline = time.monotonic() + 600
+        while len(server.worker_pids()) < workers:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("workers did not start:\n" + Path(log.name).read_text())
+            time.sleep(0.2)
+        time.sleep(1.0)  # let every worker finish importing the app
+        yield server
     finally:
         proc.terminate()
         try:

@@ -46,7 +46,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, pool_class in configs.items():
                 env = {"DATABASE_URL": url, "LUMEN_PLUGINS": "none", "DB_POOL_CLASS": pool_class}
-                with gunicorn(env, workers=args.workers) as base:
+                with gunicorn(env, workers=args.workers) as server:
+                    base = server.url
                     wrk(f"{base}/api/v1/users/{user_id}", seconds=2, connections=args.connections)
                     runs[name].append(
                         wrk(
