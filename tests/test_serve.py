@@ -68,3 +68,24 @@ def test_serve_refuses_a_bad_setting(tmp_path):
     assert done.stderr.strip() == (
         "lumen: invalid setting ENVIRONMENT='prod': must be one of: development, staging, production"
     )
+
+
+def test_tls_straight_from_gunicorn(tmp_path, gunicorn_server):
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    server = gunicorn_server({
+        "DATABASE_URL": f"sqlite:///{tmp_path}/tls.db", "LUMEN_PLUGINS": "none",
+        "LUMEN_TLS_CERT": str(cert), "LUMEN_TLS_KEY": str(key),
+    }, workers=1)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    url = f"https://127.0.0.1:{server.port}/openapi.json"
+    with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+        assert answer.status == 200
+        assert json.loads(answer.read())["info"]["title"] == "Lumen"

@@ -17,7 +17,6 @@ from lumen.models import Photo
 from lumen.resources.paging import Page, parse_id
 from lumen.resources.users import get_user, visibility_filter
 from lumen.schemas import (
-    PhotoSchema,
     PhotoUpdateSchema,
     PhotoUploadSchema,
     load_body,
@@ -28,7 +27,6 @@ from lumen.storage import TooLarge
 
 log = logging.getLogger(__name__)
 
-_photo_schema = PhotoSchema()
 UPLOAD_FIELDS = ("caption", "visibility", "location_id")
 # Room for the multipart framing and the small text fields around the file.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -47,29 +45,34 @@ def lookup_locations(lumen, location_ids) -> dict[int, dict]:
     return lumen.hook.lumen_location_lookup(lumen=lumen, location_ids=ids) or {}
 
 
+def _timestamp(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
 def photo_record(photo: Photo, city: dict | None) -> dict[str, Any]:
-    """What the cache keeps of a photo: its public JSON and where its files are."""
-    body = _photo_schema.dump(
-        {
-            "id": str(photo.id),
-            "owner_id": str(photo.owner_id),
-            "caption": photo.caption,
-            "visibility": photo.visibility,
-            "location": city,
-            "width": photo.width,
-            "height": photo.height,
-            "content_type": photo.content_type,
-            "size_bytes": photo.size_bytes,
-            "sha256": photo.sha256,
-            "taken_at": photo.taken_at,
-            "created_at": photo.created_at,
-            "updated_at": photo.updated_at,
-            "urls": {
-                "original": image_url(photo.id, "original", photo.sha256),
-                "thumbnail": image_url(photo.id, "thumb", photo.thumb_sha256),
-            },
-        }
-    )
+    """What the cache keeps of a photo: its public JSON and where its files are.
+
+    Built by hand rather than through PhotoSchema.dump, which costs a third of a list request;
+    tests hold the two to the same shape."""
+    body = {
+        "id": str(photo.id),
+        "owner_id": str(photo.owner_id),
+        "caption": photo.caption,
+        "visibility": photo.visibility,
+        "location": city,
+        "width": photo.width,
+        "height": photo.height,
+        "content_type": photo.content_type,
+        "size_bytes": photo.size_bytes,
+        "sha256": photo.sha256,
+        "taken_at": _timestamp(photo.taken_at),
+        "created_at": _timestamp(photo.created_at),
+        "updated_at": _timestamp(photo.updated_at),
+        "urls": {
+            "original": image_url(photo.id, "original", photo.sha256),
+            "thumbnail": image_url(photo.id, "thumb", photo.thumb_sha256),
+        },
+    }
     files = {
         "original": [photo.sha256, photo.content_type],
         "thumb": [photo.thumb_sha256, photo.thumb_content_type],

@@ -346,3 +346,14 @@ def test_failed_commit_takes_back_the_files(app, api, monkeypatch):
     assert result.status_code == 500
     assert photo_rows(app) == 0
     assert stored_files(app) == []
+
+
+def test_photo_json_has_exactly_the_documented_shape(client, api):
+    """The photo JSON is built by hand for speed; it must match PhotoSchema (and so the
+    OpenAPI document) field for field, and load back through it."""
+    from lumen.schemas import PhotoSchema
+
+    photo = api.upload(api.user())
+    assert set(photo) == set(PhotoSchema().fields)
+    assert set(photo["urls"]) == {"original", "thumbnail"}
+    assert PhotoSchema().dump(PhotoSchema().load(photo)) == photo
