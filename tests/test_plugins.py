@@ -250,3 +250,15 @@ def test_a_third_party_plugin_installed_with_pip(tmp_path):
     )
     assert "hello" in listing.stdout and "enabled" in listing.stdout, listing.stderr
     assert "route:  /hello" in listing.stdout
+
+
+@pytest.mark.unit
+def test_a_plugin_that_fails_to_import_names_itself(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import lumen.plugins
+
+    broken = EntryPoint(name="broken", value="tests.plugins.no_such_module", group="lumen")
+    monkeypatch.setattr(lumen.plugins, "installed_plugins", lambda: {"broken": broken})
+    with pytest.raises(PluginError, match="plugin 'broken' failed to import"):
+        make_plugin_manager(["broken"])
