@@ -1,7 +1,9 @@
 from setuptools import find_packages, setup
 
 # Built-in plugins declare themselves exactly as a third-party plugin would.
-BUILTIN_PLUGINS = []
+BUILTIN_PLUGINS = [
+    "cors = plugins.cors",
+]
 
 TEST_REQUIRES = [
     "pytest>=8",
@@ -9,6 +11,7 @@ TEST_REQUIRES = [
     "fakeredis>=2.20",
     "playwright>=1.40",
     "ruff>=0.5",
+    "wheel",  # builds the third-party plugin package in the plugin test
 ]
 
 LOAD_REQUIRES = ["locust>=2.20"]

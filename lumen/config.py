@@ -190,7 +190,12 @@ def mask_value(variable: str, value: Any) -> Any:
 
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ********."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # Unparseable (a bad IPv6 literal, say): hide all of the user info, if any.
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}********@{rest.rpartition('@')[2]}" if "@" in rest else url
     if parts.password is None:
         return url
     netloc = parts.netloc.rsplit("@", 1)

@@ -26,10 +26,20 @@ def invalid(field: str, rule: str, status=falcon.HTTP_400) -> falcon.HTTPError:
     return falcon.HTTPError(status, title="Invalid input", description=f"{field}: {rule}")
 
 
+_DEFAULT_DESCRIPTIONS = {
+    404: "path: no resource here",
+    405: "method: not allowed on this resource",
+}
+
+
 def serialize_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
     # Always JSON, whatever the client accepts: clients rely on one error shape.
+    body = exc.to_dict()
+    if not body.get("description"):
+        # Falcon's own 404 and 405 carry a title only; clients rely on both fields.
+        body["description"] = _DEFAULT_DESCRIPTIONS.get(exc.status_code, body["title"])
     resp.content_type = falcon.MEDIA_JSON
-    resp.text = json.dumps(exc.to_dict())
+    resp.text = json.dumps(body)
 
 
 def handle_unexpected(req, resp, exc, params) -> None:
