@@ -1,0 +1,242 @@
+"""Metrics: ``GET /metrics`` in the Prometheus text format, when METRICS_ENABLED is true.
+
+Each app has its own CollectorRegistry; every plugin registers its metrics on it through
+``lumen_metrics(lumen, registry)``, called once when the web app is built. This plugin counts
+and times requests by method, route template and status, and follows the database pool.
+
+Under gunicorn, PROMETHEUS_MULTIPROC_DIR makes prometheus_client keep every value in files of
+the process that wrote it; a scrape, answered by any one worker, merges the files of all workers
+so the figures add up. Without it, the answering process's own registry is exposed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import falcon
+from falcon.constants import COMBINED_METHODS
+from falcon.routing import CompiledRouter
+from marshmallow import EXCLUDE, Schema, fields
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from lumen import hookimpl
+from lumen.config import ConfigError, load_section
+from lumen.openapi import operation
+from lumen.plugins import call_each
+
+# Outermost: the measured latency includes every other middleware.
+ORDER = 50
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+KNOWN_METHODS = frozenset(COMBINED_METHODS)
+UNMATCHED = "unmatched"  # the route label of a path no route matches: never the raw path
+# Reading the pool's figures costs about as much as counting a request: after a request they
+# are read at most once a second per worker (and on every scrape by the worker that answers it).
+POOL_UPDATE_SECONDS = 1.0
+
+
+class MetricsSettingsSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    multiprocess_dir = fields.String(load_default=None, data_key="PROMETHEUS_MULTIPROC_DIR")
+
+
+# ---------------------------------------------------------------------------
+# Hooks
+# ---------------------------------------------------------------------------
+
+
+@hookimpl
+def lumen_startup(lumen):
+    lumen.metrics = None
+    if lumen.settings.metrics_enabled:
+        multiprocess_dir(lumen)  # a bad setting stops start-up, before any worker serves
+
+
+@hookimpl
+def lumen_middleware(lumen):
+    if not lumen.settings.metrics_enabled:
+        return []
+    # Built with the web app rather than at start-up: a process that never serves (the gunicorn
+    # master, a CLI command) creates no metrics and so writes no files.
+    lumen.metrics = Metrics(lumen)
+    return [(ORDER, RequestMetricsMiddleware(lumen.metrics))]
+
+
+@hookimpl
+def lumen_routes(lumen):
+    if not lumen.settings.metrics_enabled:
+        return []
+    return [("/metrics", MetricsResource(lumen))]
+
+
+@hookimpl
+def lumen_openapi(lumen, spec):
+    if lumen.settings.metrics_enabled:
+        operation(spec, "/metrics", "get")["responses"]["200"] = {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+
+
+def multiprocess_dir(lumen) -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR, checked and made if missing (gunicorn's on_starting empties
+    it; ``lumen serve`` starts the plugins before that). prometheus_client reads the variable
+    from the process environment when first imported, so it must be there too."""
+    directory = load_section(MetricsSettingsSchema(), lumen.settings.environ)["multiprocess_dir"]
+    if directory is None:
+        return None
+    writes_files = values.ValueClass is not values.MutexValue
+    if not writes_files or os.environ.get("PROMETHEUS_MULTIPROC_DIR") != directory:
+        raise ConfigError(
+            "PROMETHEUS_MULTIPROC_DIR",
+            directory,
+            "must be in the process environment before the process starts",
+        )
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            "PROMETHEUS_MULTIPROC_DIR", directory, f"must be a directory ({exc.strerror})"
+        ) from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError("PROMETHEUS_MULTIPROC_DIR", directory, "must be writable")
+    return directory
+
+
+# ---------------------------------------------------------------------------
+# The metrics of one app
+# ---------------------------------------------------------------------------
+
+
+class Metrics:
+    """The app's registry, the request and pool metrics, and the scrape."""
+
+    def __init__(self, lumen):
+        self.lumen = lumen
+        self.directory = multiprocess_dir(lumen)
+        self.registry = CollectorRegistry()
+        if self.directory is None:
+            # What prometheus_client's default registry has (not available across processes).
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+        labels = ("method", "route", "status")
+        self.requests = Counter(
+            "lumen_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            labels,
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "lumen_http_request_duration_seconds",
+            "Time from the first middleware to the response, by method, route template and status.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        # livesum: the deployment's figure is the sum over the workers alive now.
+        self.pool_size = self._pool_gauge("size", "Connections the pool keeps open.")
+        self.pool_checked_out = self._pool_gauge("checked_out", "Connections in use.")
+        self.pool_overflow = self._pool_gauge("overflow", "Connections open beyond the pool size.")
+        self._pool_seen: dict | None = None
+        self.pool_update_seconds = POOL_UPDATE_SECONDS
+        self._pool_due = 0.0
+        self.update_pool()
+        self._children: dict[tuple[str, str, str], tuple] = {}
+        self._router: CompiledRouter | None = None
+        call_each(lumen.pm, "lumen_metrics", isolate=False, lumen=lumen, registry=self.registry)
+
+    def _pool_gauge(self, figure: str, documentation: str) -> Gauge:
+        return Gauge(
+            f"lumen_db_pool_{figure}",
+            documentation + " Summed over the live workers.",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+
+    def update_pool_when_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._pool_due:
+            self._pool_due = now + self.pool_update_seconds
+            self.update_pool()
+
+    def update_pool(self) -> None:
+        figures = self.lumen.pool_figures()
+        if figures == self._pool_seen:  # mostly nothing changed: skip the writes
+            return
+        self.pool_size.set(figures["size"])
+        self.pool_checked_out.set(figures["checked_out"])
+        self.pool_overflow.set(figures["overflow"])
+        self._pool_seen = figures
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, str(status))
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(*key), self.latency.labels(*key))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def route_of(self, req: falcon.Request) -> str:
+        """The matched route template. A request answered before routing (a 401 from the auth
+        middleware, a preflight, a rate-limit refusal) is matched here against the same routes."""
+        if req.uri_template is not None:
+            return req.uri_template
+        if self._router is None:
+            router = CompiledRouter()
+            for template, (_, resource) in self.lumen.routes.items():
+                router.add_route(template, resource)
+            self._router = router
+        found = self._router.find(req.path)
+        return found[3] if found else UNMATCHED
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The scrape body and its content type (OpenMetrics when the scraper asks for it)."""
+        self.update_pool()
+        encode, content_type = choose_encoder(accept)
+        if self.directory is None:
+            return encode(self.registry), content_type
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.directory)
+        return encode(merged), content_type
+
+
+# ---------------------------------------------------------------------------
+# Web
+# ---------------------------------------------------------------------------
+
+
+class RequestMetricsMiddleware:
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.metrics_started = time.perf_counter()
+
+    def process_response(self, req, resp, resource, req_succeeded: bool) -> None:
+        started = getattr(req.context, "metrics_started", None)
+        if started is None:  # refused before any middleware ran
+            return
+        method = req.method if req.method in KNOWN_METHODS else "other"
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(method, self.metrics.route_of(req), resp.status_code, elapsed)
+        self.metrics.update_pool_when_due()
+
+
+class MetricsResource:
+    def __init__(self, lumen):
+        self.lumen = lumen
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Every metric, in the Prometheus text format."""
+        body, content_type = self.lumen.metrics.exposition(req.get_header("Accept"))
+        resp.data = body
+        resp.content_type = content_type
