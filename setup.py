@@ -3,6 +3,7 @@ from setuptools import find_packages, setup
 # Built-in plugins declare themselves exactly as a third-party plugin would.
 BUILTIN_PLUGINS = [
     "cors = plugins.cors",
+    "cache = plugins.cache",
     "health = plugins.health",
     "metrics = plugins.metrics",
 ]

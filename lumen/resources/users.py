@@ -59,6 +59,16 @@ def render_user(user: User, photo_count: int) -> dict:
     )
 
 
+def load_profile(session: Session, user_id) -> dict:
+    """What the cache keeps of a profile: the user as others see it, and the count of all
+    their photos, which only the user sees."""
+    user = get_user(session, user_id)
+    return {
+        "user": render_user(user, visible_photo_count(session, user.id, None)),
+        "all_photos": visible_photo_count(session, user.id, user),
+    }
+
+
 def get_user(session: Session, user_id) -> User:
     user = session.get(User, user_id)
     if user is None:
@@ -95,9 +105,15 @@ class UserResource:
 
     def on_get(self, req, resp, user_id):
         """A user's profile."""
-        db = req.context.db
-        user = get_user(db, parse_id(user_id))
-        resp.media = render_user(user, visible_photo_count(db, user.id, req.context.user))
+        user_id = parse_id(user_id)
+        profile = self.lumen.cached(
+            f"user:{user_id}:profile", lambda: load_profile(req.context.db, user_id)
+        )
+        viewer = req.context.user
+        body = profile["user"]
+        if viewer is not None and viewer.id == user_id:
+            body = {**body, "photo_count": profile["all_photos"]}
+        resp.media = body
 
     def on_patch(self, req, resp, user_id):
         """Change one's own display name."""

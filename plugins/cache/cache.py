@@ -1,0 +1,105 @@
+"""The read-through cache the core reaches through ``lumen.cached(key, loader)``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from plugins.cache.invalidation import Plan
+from plugins.cache.keys import Keys
+from plugins.cache.stats import Stats
+from plugins.cache.store import RedisStore, Unavailable
+
+log = logging.getLogger(__name__)
+
+LOCK_POLL_SECONDS = 0.01
+
+
+def encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+class Cache:
+    """``lumen.cache``: one per app. Without a store (no REDIS_URL) every call goes to the
+    loader."""
+
+    def __init__(
+        self,
+        store: RedisStore | None,
+        keys: Keys,
+        stats: Stats,
+        lock_wait: float,
+        settings: dict[str, Any],
+    ):
+        self.store = store
+        self.keys = keys
+        self.stats = stats
+        self.lock_wait = lock_wait
+        self.settings = settings  # the plugin's own variables (CACHE_*), loaded at start
+
+    @property
+    def enabled(self) -> bool:
+        return self.store is not None
+
+    def get(self, key: str, loader: Callable[[], Any]) -> Any:
+        """The cached value of ``key``, or ``loader()``'s, stored for the next reader.
+
+        On a miss one caller (the holder of the key's lock) loads while the others wait up to
+        ``lock_wait`` for its value, then load it themselves.
+        """
+        if self.store is None or self.store.breaker.resting:
+            return loader()
+        entry = self.keys.entry(key)
+        if entry is None:
+            return loader()
+        try:
+            found = self.store.lookup(entry, lock=True, count=True)
+        except Unavailable:
+            return loader()
+        if found.value is not None:
+            self.stats.count("hits")
+            return json.loads(found.value)
+        self.stats.count("misses")
+        deadline = time.monotonic() + self.lock_wait
+        while found.lock_token is None and time.monotonic() < deadline:
+            time.sleep(LOCK_POLL_SECONDS)
+            try:
+                found = self.store.lookup(entry, lock=True, count=False)
+            except Unavailable:
+                return loader()
+            if found.value is not None:
+                return json.loads(found.value)
+        try:
+            value = loader()
+        except BaseException:
+            if found.lock_token is not None:
+                self._quietly(lambda: self.store.release(entry, found.lock_token))
+            raise
+        # Written only if no invalidation happened since the stamp was read (before loading).
+        self._quietly(lambda: self.store.store(entry, found.stamp, encode(value), found.lock_token))
+        return value
+
+    def invalidate(self, plan: Plan, event: str) -> None:
+        if self.store is None:
+            return
+        if self.store.invalidate(plan.generations, plan.deletions):
+            self.stats.count("invalidations")
+        else:
+            log.error(
+                "cache invalidation failed; the namespace is renewed once Redis answers",
+                extra={"event": event, "generations": list(plan.generations)},
+            )
+
+    @staticmethod
+    def _quietly(call: Callable[[], Any]) -> None:
+        try:
+            call()
+        except Unavailable:
+            pass  # counted and logged by the store; the request is served all the same
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()

@@ -1,0 +1,92 @@
+"""Cache statistics.
+
+Hits, misses and invalidations are counted in Redis, per minute, by the same script or
+transaction that does the work (no extra round trip), so every worker and host adds to the same
+figures. Errors cannot be counted in a Redis that is unreachable: they are kept in the process
+and added once Redis answers again. Each process also counts into prometheus_client Counters
+once the metrics plugin hands it a registry.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from prometheus_client import Counter, Gauge
+
+# Minute buckets are kept a day: enough for ``lumen cache stats`` and the health check.
+BUCKET_TTL_SECONDS = 24 * 3600
+KINDS = ("hits", "misses", "invalidations", "errors")
+_DESCRIPTIONS = {
+    "hits": "Cache lookups answered from Redis.",
+    "misses": "Cache lookups that went to the database.",
+    "invalidations": "Domain events that invalidated cache entries.",
+    "errors": "Redis calls that failed or timed out.",
+}
+
+
+def current_minute() -> int:
+    return int(time.time() // 60)
+
+
+class Stats:
+    def __init__(self):
+        self._counters: dict[str, Counter] = {}
+        self._breaker_open: Gauge | None = None
+        self._registries: set[int] = set()
+        self._lock = threading.Lock()
+        self._unreported_errors = 0
+
+    def register(self, registry) -> None:
+        """Create the counters on ``registry`` (the metrics plugin's, one per app)."""
+        if id(registry) in self._registries:
+            return
+        self._registries.add(id(registry))
+        self._counters = {
+            kind: Counter(f"lumen_cache_{kind}", _DESCRIPTIONS[kind], registry=registry)
+            for kind in KINDS
+        }
+        # livesum: the deployment's figure is how many live workers have their breaker open.
+        self._breaker_open = Gauge(
+            "lumen_cache_breaker_open",
+            "1 while this worker's circuit breaker keeps reads away from Redis.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+
+    def count(self, kind: str, amount: int = 1) -> None:
+        counter = self._counters.get(kind)
+        if counter is not None:
+            counter.inc(amount)
+
+    def breaker(self, is_open: bool) -> None:
+        if self._breaker_open is not None:
+            self._breaker_open.set(int(is_open))
+
+    def error(self) -> None:
+        self.count("errors")
+        with self._lock:
+            self._unreported_errors += 1
+
+    def take_unreported_errors(self) -> int:
+        if not self._unreported_errors:  # the usual case, without taking the lock
+            return 0
+        with self._lock:
+            errors, self._unreported_errors = self._unreported_errors, 0
+        return errors
+
+    def give_back_errors(self, errors: int) -> None:
+        with self._lock:
+            self._unreported_errors += errors
+
+
+def totals(buckets: list[dict]) -> dict[str, int]:
+    """Sum minute buckets (HGETALL replies) into counts and a hit rate (None without lookups)."""
+    out = dict.fromkeys(KINDS, 0)
+    for bucket in buckets:
+        for kind in KINDS:
+            out[kind] += int(bucket.get(kind.encode(), 0))
+    lookups = out["hits"] + out["misses"]
+    out["lookups"] = lookups
+    out["hit_rate"] = round(100 * out["hits"] / lookups, 1) if lookups else None
+    return out

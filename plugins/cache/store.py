@@ -1,0 +1,376 @@
+"""Redis behind a circuit breaker: short timeouts, no retries, and no call at all while the
+breaker is open, so a Redis that is down or slow costs requests (almost) nothing.
+
+Entries are Redis hashes ``{s: stamp, v: value}``. The stamp is the list of the entry's
+generation values when its value was read from the database; a lookup answers only when the
+stamp still matches, and a store writes only when it still matches (check-and-set in one
+script), which closes the cache-aside race: see docs/cache.md.
+
+The namespace epoch (a generation every entry depends on) is renewed whenever this process may
+have missed an invalidation: its breaker opened, an invalidation failed, or Redis lost its
+scripts (it restarted: NOSCRIPT).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+from redis.retry import Retry
+
+from plugins.cache.breaker import Breaker
+from plugins.cache.keys import Entry, Keys
+from plugins.cache.stats import BUCKET_TTL_SECONDS, Stats, current_minute
+
+log = logging.getLogger(__name__)
+
+LOCK_TTL_MS = 5000
+# While an invalidation is owed, the namespace is renewed in the background this often, so an
+# idle process does not leave other workers serving what it could not invalidate.
+RECOVERY_INTERVAL_SECONDS = 0.5
+
+# KEYS: data, lock, stats bucket, generations...
+# ARGV: fresh token, ttl s, lock token ('' = do not lock), lock ttl ms, count (1/0), stats ttl s
+LOOKUP = """
+local stamp = {}
+for i = 4, #KEYS do
+  local generation = redis.call('GET', KEYS[i])
+  if not generation then
+    generation = ARGV[1] .. i
+    redis.call('SET', KEYS[i], generation, 'EX', ARGV[2])
+  end
+  stamp[#stamp + 1] = generation
+end
+stamp = table.concat(stamp, ':')
+local entry = redis.call('HMGET', KEYS[1], 's', 'v')
+local outcome = 'misses'
+if entry[1] == stamp then outcome = 'hits' end
+if ARGV[5] == '1' then
+  redis.call('HINCRBY', KEYS[3], outcome, 1)
+  redis.call('EXPIRE', KEYS[3], ARGV[6])
+end
+if outcome == 'hits' then return {1, entry[2]} end
+local locked = 0
+if ARGV[3] ~= '' and redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
+  locked = 1
+end
+return {0, stamp, locked}
+"""
+
+# KEYS: data, lock, generations...   ARGV: stamp, value, ttl s, lock token ('' = none)
+STORE = """
+local current = {}
+for i = 3, #KEYS do
+  local generation = redis.call('GET', KEYS[i])
+  if not generation then current = nil break end
+  current[#current + 1] = generation
+end
+local stored = 0
+if current and table.concat(current, ':') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 's', ARGV[1], 'v', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  for i = 3, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+  stored = 1
+end
+if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
+return stored
+"""
+
+# KEYS: lock   ARGV: lock token
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Unavailable(Exception):
+    """Redis is not to be used for this call (breaker open, or the call failed)."""
+
+
+@dataclass(frozen=True)
+class Lookup:
+    value: bytes | None  # set on a hit
+    stamp: bytes | None  # set on a miss: what a store must still match
+    lock_token: str | None  # set when this caller holds the stampede lock
+
+
+def fresh_token() -> str:
+    return secrets.token_hex(8)
+
+
+def connect(url: str, password: str | None, timeout: float) -> redis.Redis:
+    """A client with short timeouts and no retries: a retry would double the time a request
+    spends on a Redis that is not answering."""
+    return redis.Redis.from_url(
+        url,
+        password=password or None,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+
+
+class _Script:
+    def __init__(self, prefix: str, body: str):
+        # The prefix makes each deployment's scripts distinct: another deployment loading its
+        # scripts after a restart must not hide the restart from this one.
+        self.text = f"-- lumen cache {prefix}\n{body}"
+        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
+
+
+class RedisStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        ttl_seconds: int,
+        breaker: Breaker,
+        stats: Stats,
+    ):
+        self.client = client
+        self.keys = keys
+        self.ttl = ttl_seconds
+        self.bucket_ttl = min(BUCKET_TTL_SECONDS, ttl_seconds)
+        self.breaker = breaker
+        self.stats = stats
+        self.scripts = {name: _Script(keys.prefix, body) for name, body in _SCRIPTS.items()}
+        self._lock = threading.Lock()
+        self._renewals_owed = 0
+        self._renewals_done = 0
+        self._recovery: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    # --- entries -----------------------------------------------------------------------------
+
+    def lookup(self, entry: Entry, *, lock: bool, count: bool) -> Lookup:
+        """The entry's value, or its current stamp (and the stampede lock if asked and free)."""
+        token = fresh_token() if lock else ""
+        reply = self._call(lambda: self._evalsha("lookup", *self._lookup_args(entry, token, count)))
+        return _lookup(reply, token)
+
+    def store(self, entry: Entry, stamp: bytes, value: bytes, lock_token: str | None) -> bool:
+        """Write the value if the entry's generations still match ``stamp``; free the lock."""
+        keys = [entry.data, entry.lock, *entry.generations]
+        args = [stamp, value, self.ttl, lock_token or ""]
+        return bool(self._call(lambda: self._evalsha("store", keys, args)))
+
+    def release(self, entry: Entry, lock_token: str) -> None:
+        self._call(lambda: self._evalsha("release", [entry.lock], [lock_token]))
+
+    def lookup_many(self, entries: list[Entry]) -> list[Lookup]:
+        """Pipelined lookups without counting or locking (warm-up)."""
+
+        def run():
+            self._ensure_scripts()
+            pipe = self.client.pipeline(transaction=False)
+            for entry in entries:
+                self._queue(pipe, "lookup", *self._lookup_args(entry, "", False))
+            return pipe.execute()
+
+        return [_lookup(reply, "") for reply in self._call(run)]
+
+    def store_many(self, items: list[tuple[Entry, bytes, bytes]]) -> int:
+        """Pipelined check-and-set stores of (entry, stamp, value); how many were written."""
+
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            for entry, stamp, value in items:
+                keys = [entry.data, entry.lock, *entry.generations]
+                self._queue(pipe, "store", keys, [stamp, value, self.ttl, ""])
+            return sum(pipe.execute())
+
+        return self._call(run)
+
+    def _lookup_args(self, entry: Entry, token: str, count: bool) -> tuple[list, list]:
+        bucket = self.keys.stats_bucket(current_minute())
+        keys = [entry.data, entry.lock, bucket, *entry.generations]
+        args = [fresh_token(), self.ttl, token, LOCK_TTL_MS, int(count), self.bucket_ttl]
+        return keys, args
+
+    # --- invalidation ------------------------------------------------------------------------
+
+    def invalidate(self, generations: tuple[str, ...], deletions: tuple[str, ...]) -> bool:
+        """Bump the generations and drop the entries, in one transaction.
+
+        Tried even while the breaker is open: skipping it would let another worker, which can
+        reach Redis, serve what this write changed. On failure the namespace is renewed as soon
+        as Redis answers this process again.
+        """
+
+        def run():
+            pipe = self.client.pipeline(transaction=True)
+            for generation in generations:
+                pipe.set(generation, fresh_token(), ex=self.ttl)
+            if deletions:
+                pipe.unlink(*deletions)
+            self._count(pipe, "invalidations", 1)
+            pipe.execute()
+            return True
+
+        try:
+            return self._call(run, probe=True)
+        except Unavailable:
+            self._owe_renewal()
+            return False
+
+    # --- the calls, the breaker and recovery ---------------------------------------------------
+
+    def _call(self, operation: Callable[[], Any], probe: bool = False) -> Any:
+        if not (probe or self.breaker.allow()):
+            raise Unavailable
+        try:
+            if self.renewal_owed:
+                self._renew_namespace()
+            result = operation()
+        except Exception as exc:  # a RedisError, or anything else: no request fails for Redis
+            self.stats.error()
+            if self.breaker.failed():
+                self.stats.breaker(is_open=True)
+                self._owe_renewal()
+                log.warning(
+                    "cache: Redis unreachable, serving from the database",
+                    extra={"error": repr(exc), "cooldown_s": self.breaker.cooldown},
+                )
+            else:
+                log.warning("cache: Redis call failed", extra={"error": repr(exc)})
+            raise Unavailable from exc
+        self._succeeded()
+        return result
+
+    def _succeeded(self) -> None:
+        if self.breaker.succeeded():
+            self.stats.breaker(is_open=False)
+            log.info("cache: Redis answers again")
+        errors = self.stats.take_unreported_errors()
+        if errors:
+            # Counted while Redis was not answering; one extra round trip after an episode.
+            pipe = self.client.pipeline(transaction=False)
+            self._count(pipe, "errors", errors)
+            try:
+                pipe.execute()
+            except RedisError:
+                self.stats.give_back_errors(errors)
+
+    def _evalsha(self, name: str, keys: list, args: list) -> Any:
+        script = self.scripts[name]
+        try:
+            return self.client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            self._scripts_lost()
+            return self.client.evalsha(script.sha, len(keys), *keys, *args)
+
+    def _queue(self, pipe, name: str, keys: list, args: list) -> None:
+        pipe.evalsha(self.scripts[name].sha, len(keys), *keys, *args)
+
+    def _ensure_scripts(self) -> None:
+        if not all(self.client.script_exists(*(s.sha for s in self.scripts.values()))):
+            self._scripts_lost()
+
+    def _scripts_lost(self) -> None:
+        # Redis restarted (or its scripts were flushed): it may have come back with entries
+        # whose invalidation failed while it was away. Renew first, load the scripts second,
+        # so any process that finds the scripts loaded knows the namespace was renewed.
+        self._renew_namespace("Redis has not seen this deployment's scripts (new or restarted)")
+        for script in self.scripts.values():
+            self.client.script_load(script.text)
+
+    @property
+    def renewal_owed(self) -> bool:
+        return self._renewals_owed != self._renewals_done
+
+    def _owe_renewal(self) -> None:
+        with self._lock:
+            self._renewals_owed += 1
+            if self._recovery is None and not self._closed.is_set():
+                self._recovery = threading.Thread(
+                    target=self._recover_in_background, name="lumen-cache-recovery", daemon=True
+                )
+                self._recovery.start()
+
+    def _renew_namespace(self, reason: str = "an invalidation may have been missed") -> None:
+        owed = self._renewals_owed
+        self.client.set(self.keys.epoch, fresh_token(), ex=self.ttl)
+        with self._lock:
+            self._renewals_done = max(self._renewals_done, owed)
+        log.warning(
+            "cache namespace renewed: entries written before are no longer served",
+            extra={"reason": reason},
+        )
+
+    def _recover_in_background(self) -> None:
+        while not self._closed.wait(RECOVERY_INTERVAL_SECONDS):
+            if self.renewal_owed:
+                try:
+                    self._renew_namespace()
+                except Exception:
+                    continue
+                self._succeeded()
+            with self._lock:
+                if not self.renewal_owed:
+                    self._recovery = None
+                    return
+
+    def _count(self, pipe, kind: str, amount: int) -> None:
+        bucket = self.keys.stats_bucket(current_minute())
+        pipe.hincrby(bucket, kind, amount)
+        pipe.expire(bucket, self.bucket_ttl)
+
+    # --- operations (CLI, health) --------------------------------------------------------------
+
+    def minute_buckets(self, minutes: int) -> list[dict]:
+        now = current_minute()
+
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            for minute in range(now - minutes + 1, now + 1):
+                pipe.hgetall(self.keys.stats_bucket(minute))
+            return pipe.execute()
+
+        return self._call(run)
+
+    def try_lock(self, name: str, seconds: int) -> str | None:
+        """A short-lived lock under ``temp:``; its token, or None if another process holds it."""
+        token, key = fresh_token(), self.keys.temp(name)
+        taken = self._call(lambda: self.client.set(key, token, nx=True, ex=seconds))
+        return token if taken else None
+
+    def unlock(self, name: str, token: str) -> None:
+        self._call(lambda: self._evalsha("release", [self.keys.temp(name)], [token]))
+
+    def clear(self) -> int:
+        """Delete every key of this deployment (SCAN, never KEYS); how many were deleted."""
+        deleted = 0
+        batch = []
+        for key in self.client.scan_iter(match=self.keys.pattern, count=1000):
+            batch.append(key)
+            if len(batch) == 500:
+                deleted += self.client.unlink(*batch)
+                batch = []
+        if batch:
+            deleted += self.client.unlink(*batch)
+        return deleted
+
+    def close(self) -> None:
+        self._closed.set()
+        recovery = self._recovery
+        if recovery is not None:
+            recovery.join(timeout=2)
+        self.client.close()
+
+
+_SCRIPTS = {"lookup": LOOKUP, "store": STORE, "release": RELEASE}
+
+
+def _lookup(reply: list, token: str) -> Lookup:
+    if reply[0] == 1:
+        return Lookup(value=reply[1], stamp=None, lock_token=None)
+    return Lookup(value=None, stamp=reply[1], lock_token=token if reply[2] == 1 else None)

@@ -1,0 +1,532 @@
+"""The cache plugin against the machine's real Redis (db 15, a prefix of its own per test) and
+both databases: what is cached, which event invalidates what (the table in docs/cache.md), the
+cache-aside race, the stampede lock, statistics, warm-up and the CLI."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+import threading
+import uuid
+from pathlib import Path
+
+import falcon.testing
+import pytest
+from click.testing import CliRunner
+from prometheus_client import CollectorRegistry
+from sqlalchemy import update
+
+from lumen import hookimpl
+from lumen.auth import issue_token
+from lumen.cli import cli
+from lumen.models import Photo, User
+from lumen.plugins import make_plugin_manager
+from lumen.resources.photos import load_photo_record
+from plugins.cache import check_breaker, check_hit_rate
+from plugins.cache.warmup import warm, warm_once
+from tests.conftest import Api
+
+DOCS = Path(__file__).parents[2] / "docs" / "cache.md"
+
+
+@pytest.fixture
+def cache_env(redis_url, redis_prefix, redis_client):
+    return {
+        "LUMEN_PLUGINS": "cache",
+        "REDIS_URL": redis_url,
+        "CACHE_KEY_PREFIX": redis_prefix,
+        # Generous: the machine is shared, and these tests count hits exactly.
+        "CACHE_REDIS_TIMEOUT_MS": "2000",
+    }
+
+
+class QuickApi(Api):
+    """Api whose users are made directly in the database: hashing a password takes half a
+    second on this machine, and these tests need many users."""
+
+    def __init__(self, app):
+        super().__init__(falcon.testing.TestClient(app))
+        self.lumen = app.lumen
+
+    def user(self, username=None, password=None, display_name=None):
+        with self.lumen.unit_of_work() as session:
+            user = User(
+                username=username or f"u{uuid.uuid4().hex[:12]}",
+                password_hash="not used",
+                display_name=display_name,
+            )
+            session.add(user)
+            session.flush()
+            token, _ = issue_token(session, user, ttl_hours=1)
+        headers = {"Authorization": f"Bearer {token}"}
+        return {"id": str(user.id), "username": user.username, "headers": headers}
+
+
+@pytest.fixture
+def cached_app(make_app, cache_env):
+    return make_app(**cache_env)
+
+
+@pytest.fixture
+def capi(cached_app):
+    return QuickApi(cached_app)
+
+
+def served(cache, key: str) -> bool:
+    """Would a lookup of ``key`` be answered from Redis now?"""
+    return cache.store.lookup(cache.keys.entry(key), lock=False, count=False).value is not None
+
+
+def put(cache, key: str) -> None:
+    value = cache.get(key, lambda: {"cached": key})
+    assert value == {"cached": key}
+    assert served(cache, key)
+
+
+# --- what is cached ----------------------------------------------------------------------------
+
+
+def test_a_photo_is_served_from_the_cache_until_it_changes(capi, cached_app, backend):
+    owner = capi.user()
+    photo = capi.upload(owner, caption="first")
+    client = capi.client
+    assert client.simulate_get(f"/api/v1/photos/{photo['id']}").json["caption"] == "first"
+    # Changed behind the API's back (no event): the cached value is what is served.
+    with backend[2].begin() as conn:
+        conn.execute(update(Photo).where(Photo.id == uuid.UUID(photo["id"])).values(caption="x"))
+    assert client.simulate_get(f"/api/v1/photos/{photo['id']}").json["caption"] == "first"
+    # Changed through the API: the event invalidates before the response returns.
+    patched = client.simulate_patch(
+        f"/api/v1/photos/{photo['id']}", json={"caption": "second"}, headers=owner["headers"]
+    )
+    assert patched.status_code == 200
+    assert client.simulate_get(f"/api/v1/photos/{photo['id']}").json["caption"] == "second"
+
+
+def test_lists_and_profiles_are_cached_per_viewer(capi, cached_app):
+    owner, other = capi.user(), capi.user()
+    capi.upload(owner, caption="open")
+    capi.upload(owner, caption="mine", visibility="private")
+    client = capi.client
+    for _ in range(2):
+        anonymous = client.simulate_get("/api/v1/photos")
+        assert [p["caption"] for p in anonymous.json] == ["open"]
+        assert anonymous.headers["X-Total-Count"] == "1"
+        own = client.simulate_get(f"/api/v1/users/{owner['id']}/photos", headers=owner["headers"])
+        assert [p["caption"] for p in own.json] == ["mine", "open"]
+        seen = client.simulate_get(f"/api/v1/users/{owner['id']}/photos", headers=other["headers"])
+        assert [p["caption"] for p in seen.json] == ["open"]
+        profile = client.simulate_get(f"/api/v1/users/{owner['id']}")
+        assert profile.json["photo_count"] == 1
+        mine = client.simulate_get(f"/api/v1/users/{owner['id']}", headers=owner["headers"])
+        assert mine.json["photo_count"] == 2
+    cache = cached_app.lumen.cache
+    for key in (
+        "photos:public:20:0",
+        f"user:{owner['id']}:photos:all:20:0",
+        f"user:{owner['id']}:photos:public:20:0",
+        f"user:{owner['id']}:profile",
+    ):
+        assert served(cache, key), key
+
+
+def test_absent_rows_are_not_cached(capi, cached_app, redis_client, redis_prefix):
+    missing = uuid.uuid4()
+    for _ in range(2):
+        assert capi.client.simulate_get(f"/api/v1/photos/{missing}").status_code == 404
+        assert capi.client.simulate_get(f"/api/v1/users/{missing}").status_code == 404
+    assert not list(redis_client.scan_iter(f"{redis_prefix}:meta:*"))
+    assert not list(redis_client.scan_iter(f"{redis_prefix}:temp:*"))  # locks freed
+
+
+def test_every_key_has_a_ttl_of_at_most_cache_ttl_days(
+    make_app, cache_env, redis_client, redis_prefix
+):
+    app = make_app(**cache_env, CACHE_TTL_DAYS="0.5")
+    api = QuickApi(app)
+    owner = api.user()
+    photo = api.upload(owner)
+    api.client.simulate_get(f"/api/v1/photos/{photo['id']}")
+    api.client.simulate_get("/api/v1/photos")
+    api.client.simulate_get(f"/api/v1/users/{owner['id']}")
+    api.client.simulate_get(f"/api/v1/users/{owner['id']}/photos")
+    api.client.simulate_patch(
+        f"/api/v1/photos/{photo['id']}", json={"caption": "c"}, headers=owner["headers"]
+    )
+    keys = list(redis_client.scan_iter(f"{redis_prefix}:*"))
+    assert len(keys) >= 8
+    for key in keys:
+        assert 0 < redis_client.ttl(key) <= 43200, key
+
+
+def test_prefixes_keep_deployments_apart(make_app, cache_env, redis_client):
+    other_prefix = f"{cache_env['CACHE_KEY_PREFIX']}x"
+    first = make_app(**cache_env).lumen.cache
+    second = make_app(**{**cache_env, "CACHE_KEY_PREFIX": other_prefix}).lumen.cache
+    key = f"meta:{uuid.uuid4()}"
+    first.get(key, lambda: {"deployment": 1})
+    assert second.get(key, lambda: {"deployment": 2}) == {"deployment": 2}
+    assert first.get(key, lambda: {"deployment": 0}) == {"deployment": 1}
+    second.store.clear()
+    assert served(first, key)
+    assert not list(redis_client.scan_iter(f"{other_prefix}:*"))
+
+
+# --- the docs table ----------------------------------------------------------------------------
+
+
+def docs_table() -> dict[tuple[str, str], set[str]]:
+    """(event, when) -> the entry patterns of docs/cache.md's invalidation table."""
+    section = DOCS.read_text().split("## Which event touches which entry", 1)[1]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`lumen_"):
+            rows[(cells[0].strip("`"), cells[1])] = set(re.findall(r"`([^`]+)`", cells[2]))
+    return rows
+
+
+class World:
+    """An owner with the photo an event acts on and a second photo, and another user with a
+    photo: every kind of entry, for each of them, is cached before the event."""
+
+    def __init__(self, api: Api, cache, visibility: str | None):
+        self.api, self.cache = api, cache
+        self.owner, self.other = api.user(), api.user()
+        self.photo = api.upload(self.owner, visibility=visibility) if visibility else None
+        self.second = api.upload(self.owner)
+        self.elsewhere = api.upload(self.other)
+
+    def universe(self) -> list[str]:
+        keys = ["photos:public:20:0", "photos:public:5:10"]
+        photos = [self.second, self.elsewhere] + ([self.photo] if self.photo else [])
+        for photo in photos:
+            keys += [f"meta:{photo['id']}", f"urls:{photo['id']}"]
+        for user in (self.owner, self.other):
+            keys += [
+                f"user:{user['id']}:profile",
+                f"user:{user['id']}:photos:all:20:0",
+                f"user:{user['id']}:photos:public:20:0",
+                f"user:{user['id']}:photos:public:3:0",
+            ]
+        return keys
+
+    def expand(self, patterns: set[str]) -> set[str]:
+        names = {"owner": self.owner["id"], "photo": self.photo["id"] if self.photo else "-"}
+        globs = {
+            p.replace("{owner}", names["owner"]).replace("{photo}", names["photo"])
+            for p in patterns
+        }
+        return {key for key in self.universe() if any(fnmatch.fnmatchcase(key, g) for g in globs)}
+
+    def patch(self, body: dict) -> None:
+        result = self.api.client.simulate_patch(
+            f"/api/v1/photos/{self.photo['id']}", json=body, headers=self.owner["headers"]
+        )
+        assert result.status_code == 200, result.text
+
+
+class TwoCities:
+    """A stand-in for the locations plugin, so a photo's location can change."""
+
+    @hookimpl
+    def lumen_location_lookup(self, lumen, location_ids):
+        return {i: {"id": i, "name": f"city {i}"} for i in location_ids if i in (1, 2)}
+
+
+def _delete(world: World) -> None:
+    result = world.api.client.simulate_delete(
+        f"/api/v1/photos/{world.photo['id']}", headers=world.owner["headers"]
+    )
+    assert result.status_code == 204
+
+
+def _rename(world: World) -> None:
+    result = world.api.client.simulate_patch(
+        f"/api/v1/users/{world.owner['id']}",
+        json={"display_name": "New Name"},
+        headers=world.owner["headers"],
+    )
+    assert result.status_code == 200
+
+
+# (event, when) -> (visibility of the photo before, the change made through the API)
+ACTIONS = {
+    ("lumen_photo_created", "the photo is public"): (
+        None,
+        lambda w: w.api.upload(w.owner, visibility="public"),
+    ),
+    ("lumen_photo_created", "the photo is private"): (
+        None,
+        lambda w: w.api.upload(w.owner, visibility="private"),
+    ),
+    ("lumen_photo_updated", "its visibility changed"): (
+        "public",
+        lambda w: w.patch({"visibility": "private"}),
+    ),
+    ("lumen_photo_updated", "caption or location of a public photo changed"): (
+        "public",
+        lambda w: (w.patch({"caption": "new"}), w.patch({"location_id": 2})),
+    ),
+    ("lumen_photo_updated", "caption or location of a private photo changed"): (
+        "private",
+        lambda w: (w.patch({"caption": "new"}), w.patch({"location_id": 2})),
+    ),
+    ("lumen_photo_deleted", "the photo was public"): ("public", _delete),
+    ("lumen_photo_deleted", "the photo was private"): ("private", _delete),
+    ("lumen_user_updated", "the display name changed"): (None, _rename),
+}
+
+
+def test_the_docs_table_lists_every_case_the_tests_make():
+    assert set(docs_table()) == set(ACTIONS)
+
+
+@pytest.mark.parametrize("row", sorted(ACTIONS), ids=lambda row: f"{row[0]}: {row[1]}")
+def test_each_event_invalidates_exactly_the_entries_of_the_docs_table(row, capi, cached_app):
+    cached_app.lumen.pm.register(TwoCities())
+    cache = cached_app.lumen.cache
+    visibility, act = ACTIONS[row]
+    world = World(capi, cache, visibility)
+    if visibility:
+        world.patch({"location_id": 1})
+    for key in world.universe():
+        put(cache, key)
+    act(world)
+    gone = {key for key in world.universe() if not served(cache, key)}
+    assert gone == world.expand(docs_table()[row])
+
+
+# --- the race and the stampede -----------------------------------------------------------------
+
+
+def test_a_reader_that_loaded_the_old_row_cannot_store_it_after_the_write(capi, cached_app):
+    """The classic cache-aside race: the reader loads, the writer commits and invalidates,
+    then the reader stores. The store must be refused."""
+    lumen = cached_app.lumen
+    owner = capi.user()
+    photo = capi.upload(owner, caption="old")
+    photo_id = uuid.UUID(photo["id"])
+    loaded, writer_done, results = threading.Event(), threading.Event(), []
+
+    def slow_loader():
+        with lumen.Session() as session:
+            record = load_photo_record(lumen, session, photo_id)
+        loaded.set()
+        assert writer_done.wait(10)
+        return record
+
+    reader = threading.Thread(
+        target=lambda: results.append(lumen.cached(f"meta:{photo_id}", slow_loader))
+    )
+    reader.start()
+    assert loaded.wait(10)
+    patched = capi.client.simulate_patch(
+        f"/api/v1/photos/{photo_id}", json={"caption": "new"}, headers=owner["headers"]
+    )
+    assert patched.status_code == 200
+    writer_done.set()
+    reader.join(10)
+    assert results[0]["photo"]["caption"] == "old"  # it was read before the write returned
+    assert capi.client.simulate_get(f"/api/v1/photos/{photo_id}").json["caption"] == "new"
+
+
+def test_one_reader_loads_a_missing_entry_while_the_others_wait(make_app, cache_env):
+    cache = make_app(**cache_env, CACHE_LOCK_WAIT_MS="5000").lumen.cache
+    cache.get(f"meta:{uuid.uuid4()}", dict)  # scripts loaded: no first-contact renewal below
+    key = f"meta:{uuid.uuid4()}"
+    calls, results, start = [], [], threading.Barrier(8)
+
+    def loader():
+        calls.append(1)
+        threading.Event().wait(0.2)
+        return {"loaded": True}
+
+    def read():
+        start.wait()
+        results.append(cache.get(key, loader))
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(calls) == 1
+    assert results == [{"loaded": True}] * 8
+
+
+def test_a_failing_loader_frees_the_lock(cached_app, redis_client, redis_prefix):
+    cache = cached_app.lumen.cache
+    key = f"meta:{uuid.uuid4()}"
+
+    def missing():
+        raise falcon.HTTPNotFound()
+
+    with pytest.raises(falcon.HTTPNotFound):
+        cache.get(key, missing)
+    assert not list(redis_client.scan_iter(f"{redis_prefix}:temp:*"))
+    assert cache.get(key, lambda: {"found": 1}) == {"found": 1}
+
+
+# --- without Redis -----------------------------------------------------------------------------
+
+
+def test_without_redis_url_it_passes_through_and_says_so_once(make_app, caplog):
+    with caplog.at_level(logging.INFO, logger="plugins.cache"):
+        app = make_app(LUMEN_PLUGINS="cache")
+        api = QuickApi(app)
+        owner = api.user()
+        photo = api.upload(owner, caption="a")
+        for caption in ("b", "c"):
+            api.client.simulate_patch(
+                f"/api/v1/photos/{photo['id']}", json={"caption": caption}, headers=owner["headers"]
+            )
+            assert (
+                api.client.simulate_get(f"/api/v1/photos/{photo['id']}").json["caption"] == caption
+            )
+    said = [r for r in caplog.records if r.name.startswith("plugins.cache")]
+    assert [(r.levelname, r.getMessage()) for r in said] == [
+        ("INFO", "cache off: REDIS_URL is not set, every read goes to the database")
+    ]
+    calls = []
+    assert app.lumen.cached("meta:x", lambda: calls.append(1) or {"n": len(calls)}) == {"n": 1}
+    assert app.lumen.cached("meta:x", lambda: calls.append(1) or {"n": len(calls)}) == {"n": 2}
+    assert check_breaker(app.lumen.cache)["observedValue"] == "off"
+
+
+# --- statistics, health, metrics ---------------------------------------------------------------
+
+
+def test_hits_and_misses_are_counted_in_redis_and_in_metrics(cached_app):
+    lumen = cached_app.lumen
+    registry = CollectorRegistry()
+    lumen.hook.lumen_metrics(lumen=lumen, registry=registry)
+    cache = lumen.cache
+    keys = [f"meta:{uuid.uuid4()}" for _ in range(4)]
+    for key in keys:
+        cache.get(key, lambda: {"v": 1})  # miss
+    for key in keys * 3:
+        cache.get(key, lambda: {"v": 2})  # hit
+    assert registry.get_sample_value("lumen_cache_hits_total") == 12
+    assert registry.get_sample_value("lumen_cache_misses_total") == 4
+    check = check_hit_rate(cache)
+    assert check["observedValue"] == 75.0
+    assert check["status"] == "pass"  # too little traffic to judge anyway
+
+
+def test_the_hit_rate_check_warns_below_70_percent_once_there_is_traffic(cached_app):
+    lumen = cached_app.lumen
+    cache = lumen.cache
+    for _ in range(100):
+        cache.get(f"meta:{uuid.uuid4()}", lambda: {"v": 1})
+    checks = lumen.hook.lumen_health_checks(lumen=lumen)[0]
+    hit_rate = checks["cache:hitRate"]()
+    assert hit_rate["status"] == "warn" and hit_rate["observedValue"] == 0.0
+    assert hit_rate["observedUnit"] == "percent"
+    key = f"meta:{uuid.uuid4()}"
+    for _ in range(400):
+        cache.get(key, lambda: {"v": 1})
+    assert checks["cache:hitRate"]()["status"] == "pass"
+    assert checks["cache:breaker"]() == {
+        "componentType": "datastore",
+        "observedValue": "closed",
+        "observedUnit": None,
+        "status": "pass",
+        "output": "Redis answers",
+    }
+
+
+def test_metrics_keep_working_when_the_hook_is_never_called(cached_app):
+    cache = cached_app.lumen.cache
+    assert cache.get(f"meta:{uuid.uuid4()}", lambda: {"v": 1}) == {"v": 1}
+
+
+def test_invalidations_are_counted(capi, cached_app):
+    owner = capi.user()
+    capi.upload(owner)
+    capi.upload(owner)
+    buckets = cached_app.lumen.cache.store.minute_buckets(2)
+    assert sum(int(b.get(b"invalidations", 0)) for b in buckets) == 2
+
+
+# --- warm-up and the CLI -----------------------------------------------------------------------
+
+
+def test_warm_up_loads_the_newest_public_photos_in_batches(make_app, cache_env):
+    app = make_app(**cache_env, CACHE_WARMUP_ENABLED="true", CACHE_WARMUP_BATCH_SIZE="3")
+    api = QuickApi(app)
+    owner = api.user()
+    public = [api.upload(owner) for _ in range(7)]
+    private = api.upload(owner, visibility="private")
+    cache = app.lumen.cache
+    sizes = []
+    result = warm(app.lumen, 100, 3, sizes.append)
+    assert sizes == [3, 3, 1]
+    assert result == {"photos": 7, "stored": 8}  # 7 photos and the front page
+    assert all(served(cache, f"meta:{p['id']}") for p in public)
+    assert not served(cache, f"meta:{private['id']}")
+    assert served(cache, "photos:public:20:0")
+    # What the warm-up stored is what the API serves.
+    assert api.client.simulate_get(f"/api/v1/photos/{public[0]['id']}").json == public[0]
+    assert warm(app.lumen, 100, 3)["stored"] == 0  # already warm
+
+
+def test_warm_up_runs_in_one_process_at_a_time(make_app, cache_env, redis_client, redis_prefix):
+    app = make_app(**cache_env, CACHE_WARMUP_ENABLED="true")
+    api = QuickApi(app)
+    photo = api.upload(api.user())
+    redis_client.set(f"{redis_prefix}:temp:warmup", "another host", ex=60)
+    app.lumen.hook.lumen_before_serve(lumen=app.lumen)
+    assert not served(app.lumen.cache, f"meta:{photo['id']}")
+    redis_client.delete(f"{redis_prefix}:temp:warmup")
+    warm_once(app.lumen)
+    assert served(app.lumen.cache, f"meta:{photo['id']}")
+    assert not redis_client.exists(f"{redis_prefix}:temp:warmup")
+
+
+def test_warm_up_is_off_by_default(make_app, cache_env):
+    app = make_app(**cache_env)
+    api = QuickApi(app)
+    photo = api.upload(api.user())
+    app.lumen.hook.lumen_before_serve(lumen=app.lumen)
+    assert not served(app.lumen.cache, f"meta:{photo['id']}")
+
+
+def run_cli(environ: dict, *args: str):
+    make_plugin_manager(["cache"]).hook.lumen_cli(group=cli)
+    return CliRunner(env=environ).invoke(cli, list(args))
+
+
+def test_cli_warm_stats_and_clear(make_app, environ, cache_env, redis_client, redis_prefix):
+    app = make_app(**cache_env)
+    api = QuickApi(app)
+    photo = api.upload(api.user())
+    redis_client.set("lumentest:unrelated", "kept", ex=60)
+    env = {**environ, **cache_env}
+
+    warmed = run_cli(env, "cache", "warm")
+    assert warmed.exit_code == 0, warmed.output
+    assert "warmed 2 entries (1 photos looked at)" in warmed.output
+    assert served(app.lumen.cache, f"meta:{photo['id']}")
+    assert api.client.simulate_get(f"/api/v1/photos/{photo['id']}").status_code == 200
+
+    stats = run_cli(env, "cache", "stats", "--json")
+    assert stats.exit_code == 0, stats.output
+    figures = __import__("json").loads(stats.output)["windows"]["5m"]
+    assert figures["hits"] == 1 and figures["invalidations"] == 1
+
+    cleared = run_cli(env, "cache", "clear")
+    assert cleared.exit_code == 0, cleared.output
+    assert not list(redis_client.scan_iter(f"{redis_prefix}:*"))
+    assert redis_client.get("lumentest:unrelated") == b"kept"
+    redis_client.delete("lumentest:unrelated")
+    # The app goes on after a clear: entries, generations and scripts come back.
+    assert api.client.simulate_get(f"/api/v1/photos/{photo['id']}").status_code == 200
+    assert served(app.lumen.cache, f"meta:{photo['id']}")
+
+
+def test_cli_says_when_caching_is_off(environ):
+    result = run_cli({**environ, "LUMEN_PLUGINS": "cache", "REDIS_URL": ""}, "cache", "stats")
+    assert result.exit_code == 1
+    assert "caching is off: REDIS_URL is not set" in result.output

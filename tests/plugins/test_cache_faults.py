@@ -1,0 +1,257 @@
+"""The cache when Redis goes away: a redis-server of the test's own on a free port (the
+machine's shared Redis is never stopped) that is killed and restarted, a dead port, and a cut
+TCP proxy between one worker and Redis. No request may fail, and once Redis is back no read
+may return a value older than a write that returned."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+
+from plugins.cache import check_breaker, check_hit_rate
+from tests.conftest import free_port, wait_for_port
+from tests.plugins.test_cache import QuickApi, served
+from tests.plugins.test_health import TcpProxy
+
+
+class OwnRedis:
+    """redis-server on a free port, without persistence unless a test saves a snapshot."""
+
+    def __init__(self, directory):
+        self.port, self.directory, self.proc = free_port(), directory, None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+            + ["--save", "", "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, timeout=10, proc=self.proc)
+        client = self.client()
+        deadline = time.monotonic() + 10
+        while True:  # a restart loading a snapshot answers LOADING for a moment
+            try:
+                client.ping()
+                break
+            except redis.BusyLoadingError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        client.close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    if server.proc.poll() is None:
+        server.kill()
+
+
+def cache_app(make_app, url: str, prefix: str, **extra):
+    settings = {
+        "LUMEN_PLUGINS": "cache",
+        "REDIS_URL": url,
+        "CACHE_KEY_PREFIX": prefix,
+        "CACHE_BREAKER_FAILURES": "3",
+        "CACHE_BREAKER_COOLDOWN_S": "0.2",
+    }
+    return make_app(**{**settings, **extra})
+
+
+class Traffic:
+    """Writes captions and reads them back (the photo and the public list); counts requests
+    that failed and reads older than the last write that returned."""
+
+    def __init__(self, api: QuickApi, photos: int = 3):
+        self.api = api
+        self.owner = api.user()
+        self.photos = [api.upload(self.owner, caption="v0")["id"] for _ in range(photos)]
+        self.latest = dict.fromkeys(self.photos, "v0")
+        self.failed = self.stale = self.steps = 0
+
+    def run(self, steps: int) -> None:
+        client = self.api.client
+        for _ in range(steps):
+            self.steps += 1
+            photo = self.photos[self.steps % len(self.photos)]
+            if self.steps % 4 == 0:
+                caption = f"v{self.steps}"
+                result = client.simulate_patch(
+                    f"/api/v1/photos/{photo}",
+                    json={"caption": caption},
+                    headers=self.owner["headers"],
+                )
+                self.failed += result.status_code != 200
+                if result.status_code == 200:
+                    self.latest[photo] = caption
+                continue
+            one = client.simulate_get(f"/api/v1/photos/{photo}")
+            page = client.simulate_get("/api/v1/photos")
+            self.failed += (one.status_code != 200) + (page.status_code != 200)
+            seen = [one.json] + page.json if one.status_code == 200 else page.json
+            ours = [p for p in seen if p["id"] in self.latest]
+            self.stale += sum(p["caption"] != self.latest[p["id"]] for p in ours)
+
+
+def test_redis_killed_mid_run_fails_no_request_and_serves_nothing_stale_once_back(
+    make_app, own_redis, redis_prefix
+):
+    app = cache_app(make_app, own_redis.url, redis_prefix)
+    cache = app.lumen.cache
+    metrics = CollectorRegistry()
+    app.lumen.hook.lumen_metrics(lumen=app.lumen, registry=metrics)
+    traffic = Traffic(QuickApi(app))
+    traffic.run(40)
+    own_redis.kill()
+    traffic.run(40)
+    assert check_breaker(cache)["observedValue"] == "open"
+    assert check_hit_rate(cache)["status"] == "warn"
+    assert metrics.get_sample_value("lumen_cache_breaker_open") == 1
+    assert metrics.get_sample_value("lumen_cache_errors_total") >= 3
+    own_redis.start()
+    time.sleep(0.6)  # the cooldown, and the background renewal
+    traffic.run(60)
+    assert (traffic.failed, traffic.stale) == (0, 0)
+    assert check_breaker(cache)["observedValue"] == "closed"
+    assert metrics.get_sample_value("lumen_cache_breaker_open") == 0
+    # Errors counted while Redis was away reach the shared figures once it answers.
+    errors = sum(int(b.get(b"errors", 0)) for b in cache.store.minute_buckets(5))
+    assert errors == metrics.get_sample_value("lumen_cache_errors_total") >= 3
+    traffic.api.client.simulate_get("/api/v1/photos")
+    assert served(cache, "photos:public:20:0")  # back to the cache
+
+
+def test_a_restart_from_a_snapshot_serves_none_of_the_entries_it_brings_back(
+    make_app, own_redis, redis_prefix
+):
+    """Redis comes back from an RDB snapshot holding an entry whose invalidation was lost
+    while it was away; a worker that never noticed the outage must not serve it."""
+    reader = cache_app(make_app, own_redis.url, redis_prefix)
+    # The writer has no cache: its change is exactly a write whose invalidation was lost.
+    writer = make_app(LUMEN_PLUGINS="none")
+    api = QuickApi(writer)
+    owner = api.user()
+    photo = api.upload(owner, caption="old")
+    reader_client = QuickApi(reader).client
+    assert reader_client.simulate_get(f"/api/v1/photos/{photo['id']}").json["caption"] == "old"
+    entry = reader.lumen.cache.keys.entry(f"meta:{photo['id']}")
+    snapshot = own_redis.client()
+    snapshot.save()
+    epoch_before = snapshot.get(reader.lumen.cache.keys.epoch)
+    own_redis.kill()
+
+    changed = api.client.simulate_patch(
+        f"/api/v1/photos/{photo['id']}", json={"caption": "new"}, headers=owner["headers"]
+    )
+    assert changed.status_code == 200
+    own_redis.start()
+    restored = own_redis.client()
+    assert restored.hget(entry.data, "v") is not None  # the old entry is back in Redis
+
+    for _ in range(3):
+        answer = reader_client.simulate_get(f"/api/v1/photos/{photo['id']}")
+        assert answer.status_code == 200
+        assert answer.json["caption"] == "new"
+    assert restored.get(reader.lumen.cache.keys.epoch) != epoch_before  # renewed on NOSCRIPT
+    assert served(reader.lumen.cache, f"meta:{photo['id']}")
+
+
+def test_a_dead_port_fails_no_request_and_the_open_breaker_makes_no_redis_call(
+    make_app, redis_prefix, caplog
+):
+    app = cache_app(make_app, f"redis://127.0.0.1:{free_port()}/0", redis_prefix)
+    cache = app.lumen.cache
+    traffic = Traffic(QuickApi(app), photos=2)
+    traffic.run(12)
+    assert (traffic.failed, traffic.stale) == (0, 0)
+    assert cache.store.breaker.state != "closed"
+    calls = []
+    real = cache.store.client.evalsha
+    cache.store.client.evalsha = lambda *a, **k: calls.append(a) or real(*a, **k)
+    cache.store.breaker.cooldown = 60
+    cache.store.breaker.failed()  # open now, for a minute
+    for _ in range(20):
+        assert (
+            traffic.api.client.simulate_get(f"/api/v1/photos/{traffic.photos[0]}").status_code
+            == 200
+        )
+    assert calls == []
+    opened = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert 1 <= len(opened) <= 3
+    lost = [r for r in caplog.records if r.getMessage().startswith("cache invalidation failed")]
+    assert (
+        sorted(r.event for r in lost) == ["lumen_photo_created"] * 2 + ["lumen_photo_updated"] * 3
+    )  # the two uploads, and the three caption changes of the 12 steps
+    assert {r.levelname for r in lost} == {"ERROR"}
+
+
+@pytest.fixture
+def proxy(own_redis):
+    """Between one worker and Redis: cut, it holds connections without an answer."""
+    proxy = TcpProxy(("127.0.0.1", own_redis.port))
+    yield proxy
+    proxy.close()
+
+
+def test_a_writer_cut_off_from_redis_renews_the_namespace_as_soon_as_it_can(
+    make_app, own_redis, proxy, redis_prefix
+):
+    # A long cooldown: what ends the window below is the background renewal, not a probe.
+    writer = cache_app(
+        make_app, f"redis://127.0.0.1:{proxy.port}/0", redis_prefix, CACHE_BREAKER_COOLDOWN_S="60"
+    )
+    reader = cache_app(make_app, own_redis.url, redis_prefix)
+    api, reader_client = QuickApi(writer), QuickApi(reader).client
+    owner = api.user()
+    photo = api.upload(owner, caption="old")
+    url = f"/api/v1/photos/{photo['id']}"
+    assert reader_client.simulate_get(url).json["caption"] == "old"
+
+    proxy.cut()
+    changed = api.client.simulate_patch(url, json={"caption": "new"}, headers=owner["headers"])
+    assert changed.status_code == 200
+    # The documented window: the reader reaches Redis, the writer could not invalidate.
+    assert reader_client.simulate_get(url).json["caption"] == "old"
+
+    proxy.restore()
+    deadline = time.monotonic() + 10
+    while reader_client.simulate_get(url).json["caption"] != "new":
+        assert time.monotonic() < deadline, "the writer never renewed the namespace"
+        time.sleep(0.05)
+    assert not writer.lumen.cache.store.renewal_owed
+
+
+def test_no_request_fails_when_redis_answers_too_slowly(make_app, own_redis, redis_prefix):
+    app = cache_app(make_app, own_redis.url, redis_prefix, CACHE_REDIS_TIMEOUT_MS="20")
+    traffic = Traffic(QuickApi(app), photos=2)
+    traffic.run(8)
+    admin = own_redis.client()
+    # Writes (and so every script) wait 10 s; CLIENT UNPAUSE still gets through.
+    admin.client_pause(10_000, all=False)
+    started = time.monotonic()
+    traffic.run(12)
+    waited = time.monotonic() - started
+    admin.execute_command("CLIENT", "UNPAUSE")
+    assert waited < 5  # no request waited for Redis: the timeout and the breaker cut it short
+    assert (traffic.failed, traffic.stale) == (0, 0)
+    time.sleep(0.3)  # the breaker's cooldown
+    traffic.run(20)
+    assert (traffic.failed, traffic.stale) == (0, 0)
+    assert check_breaker(app.lumen.cache)["observedValue"] == "closed"
