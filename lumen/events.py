@@ -26,6 +26,19 @@ def record(session: Session, hook_name: str, **payload: Any) -> None:
     session.info.setdefault(_KEY, []).append((hook_name, payload))
 
 
+def apply_changes(obj: Any, values: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Set ``values`` on ``obj``; return what actually changed as {field: (old, new)}, the
+    ``changes`` argument of the update events."""
+    changes = {
+        field: (getattr(obj, field), value)
+        for field, value in values.items()
+        if getattr(obj, field) != value
+    }
+    for field, (_, new) in changes.items():
+        setattr(obj, field, new)
+    return changes
+
+
 def discard(session: Session) -> None:
     session.info.pop(_KEY, None)
 

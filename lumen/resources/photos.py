@@ -343,13 +343,7 @@ class PhotoResource:
         body = load_body(req, PhotoUpdateSchema())
         if "location_id" in body:
             check_location(self.lumen, body["location_id"])
-        changes = {
-            field: (getattr(photo, field), value)
-            for field, value in body.items()
-            if getattr(photo, field) != value
-        }
-        for field, (_, new) in changes.items():
-            setattr(photo, field, new)
+        changes = events.apply_changes(photo, body)
         db = req.context.db
         db.flush()
         if changes:

@@ -123,13 +123,7 @@ class UserResource:
         if user.id != caller.id:
             raise falcon.HTTPForbidden(title="Forbidden", description="id: not your profile")
         body = load_body(req, UserUpdateSchema())
-        changes = {
-            field: (getattr(user, field), value)
-            for field, value in body.items()
-            if getattr(user, field) != value
-        }
-        for field, (_, new) in changes.items():
-            setattr(user, field, new)
+        changes = events.apply_changes(user, body)
         db.flush()
         if changes:
             events.record(db, events.USER_UPDATED, user=user, changes=changes)
