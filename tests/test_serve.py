@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -40,6 +41,9 @@ def test_lumen_serve_on_the_embedded_default(tmp_path):
             assert json.loads(r.read()) == []
             assert r.headers["X-Total-Count"] == "0"
         assert (tmp_path / "lumen.db").exists()  # the embedded database, migrated
+        deadline = time.monotonic() + 30  # workers boot one after the other
+        while len(worker_pids(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert len(worker_pids(proc.pid)) >= 2
     finally:
         proc.terminate()
@@ -66,7 +70,8 @@ def test_serve_refuses_a_bad_setting(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "lumen: invalid setting ENVIRONMENT='prod': must be one of: development, staging, production"
+        "lumen: invalid setting ENVIRONMENT='prod': "
+        "must be one of: development, staging, production"
     )
 
 
