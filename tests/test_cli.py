@@ -24,8 +24,9 @@ def run(environ, monkeypatch, clean_db):
 
 
 def test_config_check_masks_secrets(run, backend):
-    result = run("config", "check", REDIS_URL="redis://:sesame99@127.0.0.1:6379/0",
-                 REDIS_PASSWORD="sesame99")
+    result = run(
+        "config", "check", REDIS_URL="redis://:sesame99@127.0.0.1:6379/0", REDIS_PASSWORD="sesame99"
+    )
     assert result.exit_code == 0, result.output
     assert "sesame99" not in result.output
     assert "REDIS_PASSWORD" in result.output and "********" in result.output
@@ -34,8 +35,12 @@ def test_config_check_masks_secrets(run, backend):
 
 @pytest.mark.parametrize(
     "variable, value",
-    [("DB_POOL_SIZE", "abc"), ("DB_POOL_SIZE", "0"), ("ENVIRONMENT", "prod"),
-     ("LUMEN_PLUGINS", "nosuchplugin")],
+    [
+        ("DB_POOL_SIZE", "abc"),
+        ("DB_POOL_SIZE", "0"),
+        ("ENVIRONMENT", "prod"),
+        ("LUMEN_PLUGINS", "nosuchplugin"),
+    ],
 )
 def test_config_check_fails_with_one_line(run, variable, value):
     result = run("config", "check", **{variable: value})
@@ -46,8 +51,14 @@ def test_config_check_fails_with_one_line(run, variable, value):
 
 
 def test_users_create_works_with_registration_closed(run, app):
-    result = run("users", "create", "root_admin", "--password-stdin",
-                 input="long-password\n", LUMEN_OPEN_REGISTRATION="false")
+    result = run(
+        "users",
+        "create",
+        "root_admin",
+        "--password-stdin",
+        input="long-password\n",
+        LUMEN_OPEN_REGISTRATION="false",
+    )
     assert result.exit_code == 0, result.output
     assert "created user root_admin" in result.output
     again = run("users", "create", "root_admin", "--password-stdin", input="long-password\n")
@@ -73,7 +84,8 @@ def test_seed_and_storage_check(run, app):
     stray = root / "ab" / "cd" / ("ab" * 32)
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"orphan")
-    lost = root / photos.json[0]["sha256"][:2] / photos.json[0]["sha256"][2:4] / photos.json[0]["sha256"]
+    sha = photos.json[0]["sha256"]
+    lost = root / sha[:2] / sha[2:4] / sha
     lost.unlink()
     dirty = run("storage", "check")
     assert dirty.exit_code == 1

@@ -21,11 +21,13 @@ def restore_root_logger():
 
 
 def test_json_lines_with_fields_and_no_secrets(capsys):
-    settings = load_settings({
-        "LOG_FORMAT": "json",
-        "DATABASE_URL": "postgresql://lumen:hunter22@db/lumen",
-        "REDIS_PASSWORD": "sesame99",
-    })
+    settings = load_settings(
+        {
+            "LOG_FORMAT": "json",
+            "DATABASE_URL": "postgresql://lumen:hunter22@db/lumen",
+            "REDIS_PASSWORD": "sesame99",
+        }
+    )
     logs.configure(settings)
     log = logging.getLogger("lumen.test")
     log.info("connecting to %s", settings.database_url, extra={"redis_password": "sesame99"})

@@ -15,14 +15,18 @@ pytestmark = pytest.mark.slow
 
 
 def clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DB_", "LUMEN_", "DATABASE_", "REDIS_", "STORAGE_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DB_", "LUMEN_", "DATABASE_", "REDIS_", "STORAGE_"))
+    }
     return {**env, "GUNICORN_ACCESS_LOG": "", **extra}
 
 
 def worker_pids(master_pid: int) -> set[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master_pid)],
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(master_pid)], capture_output=True, text=True
+    ).stdout
     return {int(p) for p in out.split()}
 
 
@@ -30,9 +34,20 @@ def test_lumen_serve_on_the_embedded_default(tmp_path):
     port = free_port()
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from lumen.cli import main; main()", "serve",
-         "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-        cwd=tmp_path, env=clean_env(LUMEN_PLUGINS="none"), stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-c",
+            "from lumen.cli import main; main()",
+            "serve",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+        ],
+        cwd=tmp_path,
+        env=clean_env(LUMEN_PLUGINS="none"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, timeout=60, proc=proc)
@@ -53,10 +68,19 @@ def test_lumen_serve_on_the_embedded_default(tmp_path):
 
 def test_a_bad_setting_stops_gunicorn_with_one_line(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "--config", "python:lumen.gunicorn_conf",
-         "lumen.wsgi:app"],
-        cwd=tmp_path, env=clean_env(DB_POOL_SIZE="abc", LUMEN_BIND=f"127.0.0.1:{free_port()}"),
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "python:lumen.gunicorn_conf",
+            "lumen.wsgi:app",
+        ],
+        cwd=tmp_path,
+        env=clean_env(DB_POOL_SIZE="abc", LUMEN_BIND=f"127.0.0.1:{free_port()}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode != 0
     assert "lumen: invalid setting DB_POOL_SIZE='abc': not a valid integer" in done.stderr
@@ -65,7 +89,10 @@ def test_a_bad_setting_stops_gunicorn_with_one_line(tmp_path):
 def test_serve_refuses_a_bad_setting(tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", "from lumen.cli import main; main()", "serve"],
-        cwd=tmp_path, env=clean_env(ENVIRONMENT="prod"), capture_output=True, text=True,
+        cwd=tmp_path,
+        env=clean_env(ENVIRONMENT="prod"),
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert done.returncode == 2
@@ -80,14 +107,35 @@ def test_tls_straight_from_gunicorn(tmp_path, gunicorn_server):
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
-    server = gunicorn_server({
-        "DATABASE_URL": f"sqlite:///{tmp_path}/tls.db", "LUMEN_PLUGINS": "none",
-        "LUMEN_TLS_CERT": str(cert), "LUMEN_TLS_KEY": str(key),
-    }, workers=1)
+    server = gunicorn_server(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path}/tls.db",
+            "LUMEN_PLUGINS": "none",
+            "LUMEN_TLS_CERT": str(cert),
+            "LUMEN_TLS_KEY": str(key),
+        },
+        workers=1,
+    )
     context = ssl.create_default_context(cafile=str(cert))
     context.check_hostname = False
     url = f"https://127.0.0.1:{server.port}/openapi.json"
