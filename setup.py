@@ -6,6 +6,7 @@ BUILTIN_PLUGINS = [
     "cache = plugins.cache",
     "health = plugins.health",
     "metrics = plugins.metrics",
+    "locations = plugins.locations",
 ]
 
 TEST_REQUIRES = [

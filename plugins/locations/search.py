@@ -1,0 +1,134 @@
+"""Prefix search over every name of every city, and reading cities by id.
+
+A prefix is one range of the B-tree on the folded names (``name_folded >= :prefix AND
+name_folded < :prefix || U+10FFFF``): parameterised, and with no wildcard to escape since
+nothing is a pattern. Prefixes matched by more than SHORT_PREFIX_ROWS names ("a" matches tens
+of thousands) are "crowded": the import precomputed their answers, read in one query. Any other
+prefix is ranked here from the at most SHORT_PREFIX_ROWS names it matches.
+
+The statements are built once, with bound parameters: building them per search costs more
+Python time than PostgreSQL spends running them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from plugins.locations.gazetteer import LAST_CHAR, matched_name_key
+from plugins.locations.tables import cities, names, top_cities
+
+ALL_COUNTRIES = ""  # the scope of crowded prefixes counted over every country
+
+CITY_COLUMNS = (
+    cities.c.id,
+    cities.c.name,
+    cities.c.country_code,
+    cities.c.admin1_code,
+    cities.c.latitude,
+    cities.c.longitude,
+    cities.c.population,
+    cities.c.timezone,
+)
+
+PRECOMPUTED_ANSWER = (
+    sa.select(*CITY_COLUMNS, top_cities.c.matched_name)
+    .join_from(top_cities, cities, cities.c.id == top_cities.c.city_id)
+    .where(
+        top_cities.c.scope == sa.bindparam("scope"),
+        top_cities.c.prefix == sa.bindparam("prefix"),
+        top_cities.c.position < sa.bindparam("limit"),
+    )
+    .order_by(top_cities.c.position)
+)
+_NAME_COLUMNS = (names.c.city_id, names.c.name_folded, names.c.name, names.c.is_main, names.c.rank)
+_PREFIX_RANGE = (
+    names.c.name_folded >= sa.bindparam("prefix"),
+    names.c.name_folded < sa.bindparam("prefix_end"),
+)
+MATCHING_NAMES = sa.select(*_NAME_COLUMNS).where(*_PREFIX_RANGE)
+MATCHING_NAMES_IN_COUNTRY = sa.select(*_NAME_COLUMNS).where(
+    *_PREFIX_RANGE, names.c.country_code == sa.bindparam("country")
+)
+CITIES_BY_ID = sa.select(*CITY_COLUMNS).where(cities.c.id.in_(sa.bindparam("ids", expanding=True)))
+CROWDED_PREFIXES = sa.select(top_cities.c.scope, top_cities.c.prefix).where(
+    top_cities.c.position == 0
+)
+
+
+def city_dict(row, matched_name: str | None = None) -> dict:
+    """A city as the API shows it."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "country_code": row.country_code,
+        "admin1_code": row.admin1_code,
+        "latitude": row.latitude,
+        "longitude": row.longitude,
+        "population": row.population,
+        "timezone": row.timezone,
+        "matched_name": matched_name,
+    }
+
+
+def crowded_prefixes(connection: Connection) -> frozenset[tuple[str, str]]:
+    """(scope, prefix) of every precomputed answer: a few thousand for cities500."""
+    return frozenset(tuple(row) for row in connection.execute(CROWDED_PREFIXES))
+
+
+def search(
+    connection: Connection,
+    folded: str,
+    country: str | None,
+    limit: int,
+    crowded: Collection[tuple[str, str]],
+) -> list[dict]:
+    """Cities with a name starting with ``folded`` (already folded): those with a name equal
+    to it first, then by population, then by name; one per city. ``crowded`` tells which
+    prefixes have a precomputed answer; one it wrongly omits is ranked here, correctly but
+    from all its matches."""
+    scope = country or ALL_COUNTRIES
+    if (scope, folded) in crowded:
+        rows = connection.execute(
+            PRECOMPUTED_ANSWER, {"scope": scope, "prefix": folded, "limit": limit}
+        ).all()
+        if rows:  # none when the data changed since ``crowded`` was read
+            return [city_dict(row, row.matched_name) for row in rows]
+    answer = rank_matches(connection.execute(*matching_names(folded, country)), folded)
+    return _cities_in_order(connection, answer[:limit])
+
+
+def matching_names(folded: str, country: str | None) -> tuple[sa.Select, dict]:
+    """The statement and parameters reading every name that starts with ``folded``: one
+    range of the folded-name index (of the country's part of it with ``country``)."""
+    params = {"prefix": folded, "prefix_end": folded + LAST_CHAR}
+    if country:
+        return MATCHING_NAMES_IN_COUNTRY, {**params, "country": country}
+    return MATCHING_NAMES, params
+
+
+def rank_matches(rows: Iterable, folded: str) -> list[list]:
+    """[city_id, matched_name] per city, best first: a name equal to the query first, then
+    by rank (population, then name)."""
+    best: dict[int, tuple] = {}
+    for city_id, name_folded, name, is_main, rank in rows:
+        key = matched_name_key(name_folded, name, is_main, folded)
+        if city_id not in best or key < best[city_id][0]:
+            best[city_id] = (key, rank, name)
+    ordered = sorted(best.items(), key=lambda item: (item[1][0][0], item[1][1]))
+    return [[city_id, name] for city_id, (_key, _rank, name) in ordered]
+
+
+def _cities_in_order(connection: Connection, answer: list[list]) -> list[dict]:
+    if not answer:
+        return []
+    rows = connection.execute(CITIES_BY_ID, {"ids": [city_id for city_id, _ in answer]})
+    by_id = {row.id: row for row in rows}
+    return [city_dict(by_id[city_id], matched) for city_id, matched in answer if city_id in by_id]
+
+
+def cities_by_id(connection: Connection, city_ids: Iterable[int]) -> dict[int, dict]:
+    rows = connection.execute(CITIES_BY_ID, {"ids": list(city_ids)})
+    return {row.id: city_dict(row) for row in rows}

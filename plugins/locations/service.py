@@ -1,0 +1,184 @@
+"""What the plugin keeps per application (``lumen.locations``): its settings, the search
+LRU and its metrics; and the operations the hooks and resources call."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from marshmallow import EXCLUDE, Schema, fields, validate
+from sqlalchemy import inspect
+
+from plugins.locations import gazetteer, importer, nearest, search
+from plugins.locations.cache import SearchCache, VersionWatch
+from plugins.locations.tables import state
+
+log = logging.getLogger(__name__)
+
+# Ids of the INTEGER column; anything larger cannot name a city (and would be a database error).
+MAX_CITY_ID = 2**31 - 1
+
+
+class LocationsSettingsSchema(Schema):
+    """The plugin's variables (LOCATION_CACHE_SIZE is a core setting)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    dataset = fields.String(
+        load_default="cities500",
+        validate=validate.OneOf(gazetteer.DATASETS),
+        data_key="LOCATIONS_DATASET",
+    )
+    min_population = fields.Integer(
+        load_default=0, validate=validate.Range(min=0), data_key="LOCATIONS_MIN_POPULATION"
+    )
+    auto_import = fields.Boolean(load_default=True, data_key="LOCATIONS_AUTO_IMPORT")
+
+
+class Locations:
+    def __init__(self, lumen, settings: dict):
+        self.engine = lumen.engine
+        self.dataset: str = settings["dataset"]
+        self.min_population: int = settings["min_population"]
+        self.auto_import: bool = settings["auto_import"]
+        self.cache = SearchCache(lumen.settings.location_cache_size)
+        # Which prefixes have a precomputed answer, and the LRU, follow the imported data.
+        self.crowded: frozenset[tuple[str, str]] = frozenset()
+        self.watch = VersionWatch(self.data_version, self._data_changed)
+        # prometheus_client counters, when the metrics plugin registers them.
+        self.searches_counter = self.cache_hits_counter = None
+
+    # --- reading -------------------------------------------------------------------------
+
+    def search(self, folded: str, country: str | None, limit: int) -> list[dict]:
+        self.watch.check()
+        key = (folded, country, limit)
+        answer = self.cache.get(key)
+        if self.searches_counter is not None:
+            self.searches_counter.inc()
+            if answer is not None:
+                self.cache_hits_counter.inc()
+        if answer is None:
+            with self._reading() as connection:
+                answer = search.search(connection, folded, country, limit, self.crowded)
+            self.cache.put(key, answer)
+        return answer
+
+    def _data_changed(self, version: int) -> None:
+        with self._reading() as connection:
+            self.crowded = search.crowded_prefixes(connection)
+        self.cache.clear()
+
+    def lookup(self, city_ids) -> dict[int, dict]:
+        wanted = [i for i in city_ids if isinstance(i, int) and 1 <= i <= MAX_CITY_ID]
+        if not wanted:
+            return {}
+        with self._reading() as connection:
+            return search.cities_by_id(connection, wanted)
+
+    def nearest(self, latitude: float, longitude: float) -> dict | None:
+        with self._reading() as connection:
+            city_id = nearest.nearest_city_id(connection, latitude, longitude)
+            if city_id is None:
+                return None
+            return search.cities_by_id(connection, [city_id])[city_id]
+
+    def data_version(self) -> int:
+        with self._reading() as connection:
+            return importer.data_version(connection)
+
+    def status(self) -> dict | None:
+        """The state row (city_count, version, dataset, ...), None before the migration."""
+        with self._reading() as connection:
+            row = connection.execute(state.select().where(state.c.id == 1)).mappings().first()
+            return dict(row) if row else None
+
+    def _reading(self):
+        # Reads are single statements outside a transaction: no BEGIN and ROLLBACK round
+        # trips. An import swaps in every table at once, and city ids are GeoNames ids that
+        # stay across imports; a search meeting a re-import may only miss a city it removed.
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    # --- importing -----------------------------------------------------------------------
+
+    def import_gazetteer(
+        self,
+        dataset: str | None = None,
+        min_population: int | None = None,
+        only_if_empty: bool = False,
+        progress: bool = False,
+    ) -> gazetteer.Gazetteer | None:
+        """Load a dataset (default: the configured one) and replace the imported data;
+        returns what was imported, or None when ``only_if_empty`` found cities."""
+        dataset = dataset or self.dataset
+        min_population = self.min_population if min_population is None else min_population
+        started = time.perf_counter()
+        built = gazetteer.build(gazetteer.read_dataset(dataset), dataset, min_population, progress)
+        if not importer.write(self.engine, built, only_if_empty=only_if_empty, progress=progress):
+            return None
+        self.watch.check_now()
+        log.info(
+            "gazetteer imported",
+            extra={
+                "dataset": dataset,
+                "min_population": min_population,
+                "cities": len(built.cities),
+                "names": len(built.names),
+                "seconds": round(time.perf_counter() - started, 1),
+            },
+        )
+        return built
+
+    def import_if_empty(self) -> None:
+        """Import the configured dataset on a migrated database that has no cities yet."""
+        if not self.auto_import:
+            return
+        if not inspect(self.engine).has_table(state.name):
+            log.warning("locations tables missing; run `lumen db upgrade`")
+            return
+        if (self.status() or {}).get("city_count"):
+            return
+        log.info("no cities imported yet: importing the gazetteer", extra={"dataset": self.dataset})
+        self.import_gazetteer(only_if_empty=True)
+
+    # --- operations ----------------------------------------------------------------------
+
+    def register_metrics(self, registry) -> None:
+        from prometheus_client import Counter
+
+        self.searches_counter = Counter(
+            "lumen_location_searches", "City searches answered", registry=registry
+        )
+        self.cache_hits_counter = Counter(
+            "lumen_location_cache_hits",
+            "City searches answered from the in-process LRU",
+            registry=registry,
+        )
+
+    def data_check(self) -> dict:
+        """The "locations:data" health check: how many cities are imported."""
+        count = (self.status() or {}).get("city_count", 0)
+        return {
+            "componentType": "datastore",
+            "observedValue": count,
+            "observedUnit": "cities",
+            "status": "pass" if count else "warn",
+            "output": "" if count else "no cities imported: run `lumen locations import`",
+        }
+
+    def cache_check(self) -> dict:
+        """The "locations:cache" health check: this worker's LRU hits and misses."""
+        cache = self.cache
+        looked_up = cache.hits + cache.misses
+        return {
+            "componentType": "component",
+            "observedValue": round(100 * cache.hits / looked_up, 1) if looked_up else 0,
+            "observedUnit": "percent hits",
+            "status": "pass",
+            "output": (
+                f"{cache.hits} hits, {cache.misses} misses, {len(cache)}/{cache.capacity} entries"
+                if cache.enabled
+                else "off (LOCATION_CACHE_SIZE=0)"
+            ),
+        }

@@ -1,0 +1,76 @@
+"""The plugin's tables (SQLAlchemy Core): cities, their searchable names, the precomputed
+answers for short prefixes, and one row recording the imported data's version."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+metadata = sa.MetaData()
+
+# Folded names are compared byte by byte (UTF-8 byte order is code point order), so a prefix is
+# one contiguous B-tree range: SQLite's default BINARY collation does this; PostgreSQL needs "C",
+# as a linguistic collation orders "a b" and "ab" by letters first.
+SearchText = sa.Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")
+
+cities = sa.Table(
+    "locations_cities",
+    metadata,
+    sa.Column("id", sa.Integer, autoincrement=False),  # the GeoNames id
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("country_code", sa.String(2), nullable=False),
+    sa.Column("admin1_code", sa.String(20)),
+    sa.Column("latitude", sa.Float, nullable=False),
+    sa.Column("longitude", sa.Float, nullable=False),
+    sa.Column("population", sa.BigInteger, nullable=False),
+    sa.Column("timezone", sa.String(40)),
+    # 1 for the most populous city: population desc, then name, then id, computed at import.
+    sa.Column("rank", sa.Integer, nullable=False),
+    # The grid cell the city lies in (see nearest.py).
+    sa.Column("cell", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("id", name="pk_locations_cities"),
+    sa.Index("ix_locations_cities_cell", "cell"),
+)
+
+names = sa.Table(
+    "locations_names",
+    metadata,
+    sa.Column("name_folded", SearchText, nullable=False),
+    sa.Column("city_id", sa.Integer, nullable=False),
+    # As written, shown as matched_name; compared like Python strings when choosing which.
+    sa.Column("name", SearchText, nullable=False),
+    sa.Column("is_main", sa.Boolean, nullable=False),
+    # Copies of the city's, so a search filters and ranks without visiting the cities table.
+    sa.Column("country_code", sa.String(2), nullable=False),
+    sa.Column("rank", sa.Integer, nullable=False),
+    # Leading with the folded name, the key doubles as the prefix index.
+    sa.PrimaryKeyConstraint("name_folded", "city_id", name="pk_locations_names"),
+    sa.Index("ix_locations_names_country_folded", "country_code", "name_folded"),
+)
+
+# The best 50 cities for each prefix matched by more than SHORT_PREFIX_ROWS names (in all
+# countries, scope "", or in one country): short prefixes like "a" match tens of thousands.
+top_cities = sa.Table(
+    "locations_top_cities",
+    metadata,
+    sa.Column("scope", sa.String(2), nullable=False),
+    sa.Column("prefix", SearchText, nullable=False),
+    sa.Column("position", sa.SmallInteger, nullable=False),  # 0 for the best
+    sa.Column("city_id", sa.Integer, nullable=False),
+    sa.Column("matched_name", sa.Text, nullable=False),
+    sa.PrimaryKeyConstraint("scope", "prefix", "position", name="pk_locations_top_cities"),
+)
+
+state = sa.Table(
+    "locations_state",
+    metadata,
+    sa.Column("id", sa.Integer, autoincrement=False),  # always 1
+    # Bumped by every import: workers compare it to drop their cached answers.
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("dataset", sa.String(20)),
+    sa.Column("min_population", sa.Integer),
+    sa.Column("city_count", sa.Integer, nullable=False),
+    sa.Column("name_count", sa.Integer, nullable=False),
+    sa.Column("imported_at", sa.DateTime(timezone=True)),
+    sa.PrimaryKeyConstraint("id", name="pk_locations_state"),
+)
