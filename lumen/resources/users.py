@@ -63,10 +63,12 @@ def load_profile(session: Session, user_id) -> dict:
     """What the cache keeps of a profile: the user as others see it, and the count of all
     their photos, which only the user sees."""
     user = get_user(session, user_id)
-    return {
-        "user": render_user(user, visible_photo_count(session, user.id, None)),
-        "all_photos": visible_photo_count(session, user.id, user),
-    }
+    public, everything = session.execute(
+        select(func.count().filter(Photo.visibility == "public"), func.count())
+        .select_from(Photo)
+        .where(Photo.owner_id == user.id)
+    ).one()
+    return {"user": render_user(user, public), "all_photos": everything}
 
 
 def get_user(session: Session, user_id) -> User:
