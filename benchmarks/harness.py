@@ -189,6 +189,17 @@ def median_of(runs: list[dict]) -> dict:
     return out
 
 
+def print_results(results: dict[str, dict]) -> None:
+    """One line per configuration: req/s, p50, p99 (and the ratio to a baseline if given)."""
+    width = max(map(len, results)) + 2
+    for name, r in results.items():
+        ratio = f"  x{r['ratio_to_bare']} of bare" if "ratio_to_bare" in r else ""
+        print(
+            f"{name:<{width}} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:.1f} ms  "
+            f"p99 {r['p99_ms']:.1f} ms{ratio}  (non-2xx {r['non_2xx']})"
+        )
+
+
 def write_results(name: str, data: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -13,7 +13,14 @@ import urllib.request
 
 from tqdm import tqdm
 
-from benchmarks.harness import gunicorn, median_of, pg_database, write_results, wrk
+from benchmarks.harness import (
+    gunicorn,
+    median_of,
+    pg_database,
+    print_results,
+    write_results,
+    wrk,
+)
 from lumen import migrate
 from lumen.app import Lumen
 from lumen.config import load_settings
@@ -74,11 +81,7 @@ def main() -> None:
             "results": results,
         },
     )
-    for name, r in results.items():
-        print(
-            f"{name:<34} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:.1f} ms  "
-            f"p99 {r['p99_ms']:.1f} ms  x{r['ratio_to_bare']} of bare  (non-2xx {r['non_2xx']})"
-        )
+    print_results(results)
     print(f"written to {path}")
 
 

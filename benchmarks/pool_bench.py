@@ -12,7 +12,14 @@ import argparse
 
 from tqdm import tqdm
 
-from benchmarks.harness import gunicorn, median_of, pg_database, write_results, wrk
+from benchmarks.harness import (
+    gunicorn,
+    median_of,
+    pg_database,
+    print_results,
+    write_results,
+    wrk,
+)
 from lumen import migrate
 from lumen.app import Lumen
 from lumen.config import load_settings
@@ -68,11 +75,7 @@ def main() -> None:
         "p50_reduction_pct": round(100 * (1 - pooled["p50_ms"] / null["p50_ms"]), 1),
     }
     path = write_results("pool", summary)
-    for name, r in results.items():
-        print(
-            f"{name:<26} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms"
-            f"  (non-2xx {r['non_2xx']})"
-        )
+    print_results(results)
     print(
         f"pooled/NullPool throughput: {summary['throughput_ratio']}x; "
         f"p50 {summary['p50_reduction_pct']} % lower; written to {path}"

@@ -14,7 +14,14 @@ import urllib.request
 
 from tqdm import tqdm
 
-from benchmarks.harness import gunicorn, median_of, pg_database, write_results, wrk
+from benchmarks.harness import (
+    gunicorn,
+    median_of,
+    pg_database,
+    print_results,
+    write_results,
+    wrk,
+)
 from benchmarks.photos_bench import prepare
 
 CONFIGS = {
@@ -53,11 +60,7 @@ def main() -> None:
             "results": results,
         },
     )
-    for name, r in results.items():
-        print(
-            f"{name:<26} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:.1f} ms  "
-            f"p99 {r['p99_ms']:.1f} ms  (non-2xx {r['non_2xx']})"
-        )
+    print_results(results)
     print(f"written to {path}")
 
 

@@ -104,12 +104,15 @@ def clean_db(backend):
 
 @pytest.fixture
 def make_app(environ, backend, clean_db):
-    """Build an app from ``environ`` plus overrides, on the session's engine."""
+    """Build an app from ``environ`` plus overrides, on the session's engine; plugin objects
+    given as arguments (test-only plugins) are registered too."""
     apps = []
 
-    def build(**overrides):
+    def build(*extra_plugins, **overrides):
         settings = load_settings({**environ, **overrides})
         pm = make_plugin_manager(settings.enabled_plugins)
+        for number, plugin in enumerate(extra_plugins):
+            pm.register(plugin, name=f"extra{number}")
         app = create_app(settings, pm, engine=backend[2])
         apps.append(app)
         return app

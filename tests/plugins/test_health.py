@@ -40,24 +40,14 @@ class ExtraChecks:
 
 
 @pytest.fixture
-def health_app(environ, backend, clean_db):
+def health_app(make_app):
     """Build an app with the health plugin (plus test plugins) on the session's engine."""
-    apps = []
 
     def build(*extra_plugins, **overrides):
-        settings = load_settings(
-            {**environ, "LUMEN_PLUGINS": "health", "HEALTH_CHECK_INTERVAL": "0", **overrides}
-        )
-        pm = make_plugin_manager(settings.enabled_plugins)
-        for number, plugin in enumerate(extra_plugins):
-            pm.register(plugin, name=f"extra{number}")
-        app = create_app(settings, pm, engine=backend[2])
-        apps.append(app)
-        return falcon.testing.TestClient(app)
+        env = {"LUMEN_PLUGINS": "health", "HEALTH_CHECK_INTERVAL": "0", **overrides}
+        return falcon.testing.TestClient(make_app(*extra_plugins, **env))
 
-    yield build
-    for app in apps:
-        app.lumen.call_each("lumen_shutdown", lumen=app.lumen)
+    return build
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from lumen import hookimpl
-from lumen.app import Lumen, create_app
+from lumen.app import Lumen
 from lumen.config import ConfigError, load_settings
 from lumen.plugins import PluginError, make_plugin_manager
 
@@ -39,23 +39,12 @@ class Registering:
 
 
 @pytest.fixture
-def metrics_app(environ, backend, clean_db):
-    apps = []
-
+def metrics_app(make_app):
     def build(*extra_plugins, **overrides):
-        settings = load_settings(
-            {**environ, "LUMEN_PLUGINS": "metrics", "METRICS_ENABLED": "true", **overrides}
-        )
-        pm = make_plugin_manager(settings.enabled_plugins)
-        for number, plugin in enumerate(extra_plugins):
-            pm.register(plugin, name=f"extra{number}")
-        app = create_app(settings, pm, engine=backend[2])
-        apps.append(app)
-        return falcon.testing.TestClient(app)
+        env = {"LUMEN_PLUGINS": "metrics", "METRICS_ENABLED": "true", **overrides}
+        return falcon.testing.TestClient(make_app(*extra_plugins, **env))
 
-    yield build
-    for app in apps:
-        app.lumen.call_each("lumen_shutdown", lumen=app.lumen)
+    return build
 
 
 def samples(text: str) -> list:
