@@ -17,7 +17,8 @@ from lumen import events, images
 from lumen.auth import hash_password
 from lumen.models import Photo, User, utcnow
 
-TEMP_MAX_AGE_S = 3600
+# A file younger than this may belong to an upload whose row has not committed yet.
+GRACE_S = 3600
 
 
 @dataclass
@@ -33,7 +34,8 @@ class StorageReport:
 
 def check_storage(lumen, fix: bool = False) -> StorageReport:
     """Find files no photo refers to and photos whose files are gone; with ``fix``, remove
-    both (a photo without its file can never be served again)."""
+    both (a photo without its file can never be served again). Files younger than GRACE_S
+    are left alone: they may belong to an upload still in progress."""
     storage, report = lumen.storage, StorageReport()
     rows = _file_rows(lumen)
     report.missing_files = sorted(
@@ -41,25 +43,28 @@ def check_storage(lumen, fix: bool = False) -> StorageReport:
         for row in rows
         if not (storage.exists(row.sha256) and storage.exists(row.thumb_sha256))
     )
+    released: set[str] = set()  # files of the photos removed here: orphans at once
     if fix and report.missing_files:
         with lumen.unit_of_work() as session:
             gone = session.scalars(
                 select(Photo).where(Photo.id.in_([uuid.UUID(i) for i in report.missing_files]))
             ).all()
             for photo in gone:
+                released |= {photo.sha256, photo.thumb_sha256}
                 session.delete(photo)
                 events.record(session, events.PHOTO_DELETED, photo=photo, changes={})
         rows = _file_rows(lumen)  # the removed photos' remaining files are orphans now
     referenced = {sha for row in rows for sha in (row.sha256, row.thumb_sha256)}
+    now = time.time()
     orphans = [
         path
         for path in storage.files()
-        if path.name not in referenced or path != storage.path_for(path.name)
+        if (path.name not in referenced or path != storage.path_for(path.name))
+        and (path.name in released or now - path.stat().st_mtime > GRACE_S)
     ]
     report.orphan_files = sorted(str(path.relative_to(storage.root)) for path in orphans)
     tmp = storage.root / "tmp"
-    now = time.time()
-    stale = [p for p in tmp.glob("*") if now - p.stat().st_mtime > TEMP_MAX_AGE_S]
+    stale = [p for p in tmp.glob("*") if now - p.stat().st_mtime > GRACE_S]
     report.stale_temporary = len(stale)
     if fix:
         for path in orphans + stale:

@@ -25,13 +25,14 @@ def after_commit(session: Session, action: Callable[[], None]) -> None:
 
 
 def after_rollback(session: Session, action: Callable[[], None]) -> None:
-    """Run ``action`` if the session's transaction does not commit (e.g. undo a file write)."""
+    """Run ``action`` if the session's transaction does not commit (e.g. undo a file write).
+    Such actions run last-registered first, like an undo log."""
     session.info.setdefault(_AFTER_ROLLBACK, []).append(action)
 
 
-def _run(session: Session, key: str) -> None:
+def _run(session: Session, key: str, reverse: bool = False) -> None:
     actions = session.info.pop(key, [])
-    for action in actions:
+    for action in reversed(actions) if reverse else actions:
         try:
             action()
         except Exception:
@@ -56,7 +57,7 @@ def finish(lumen, session: Session, success: bool) -> None:
         if not success:
             session.info.pop(_AFTER_COMMIT, None)
             events.discard(session)
-            _run(session, _AFTER_ROLLBACK)
+            _run(session, _AFTER_ROLLBACK, reverse=True)  # undo in the reverse order of doing
         session.close()
 
 

@@ -6,12 +6,13 @@ and identical bytes are kept once.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -64,6 +65,9 @@ class Storage:
                         raise TooLarge()
                     digest.update(chunk)
                     out.write(chunk)
+                # On disk before the row that points at it can commit.
+                out.flush()
+                os.fsync(out.fileno())
         except BaseException:
             os.unlink(name)
             raise
@@ -80,10 +84,33 @@ class Storage:
         target = self.path_for(incoming.sha256)
         if target.exists():
             incoming.discard()
+            os.utime(target)  # in use again: the storage check's grace period starts anew
             return False
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(incoming.path, target)  # atomic: readers see the whole file or none
         return True
+
+    def lock(self, *sha256s: str) -> Callable[[], None]:
+        """Hold the locks of these files until the returned function is called.
+
+        Keeping a file and deleting it take the same lock, so a file shared by several photos
+        is never deleted while another request is about to point a new photo at it. The locks
+        are striped by hash prefix and taken in sorted order (no deadlock); flock makes them
+        hold across threads and the worker processes of one host.
+        """
+        folder = self.root / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptors = []
+        for stripe in sorted({sha[:2] for sha in sha256s}):
+            fd = os.open(folder / stripe, os.O_CREAT | os.O_RDWR, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            descriptors.append(fd)
+
+        def release() -> None:
+            while descriptors:
+                os.close(descriptors.pop())  # closing the descriptor drops its lock
+
+        return release
 
     def delete(self, sha256: str) -> None:
         self.path_for(sha256).unlink(missing_ok=True)

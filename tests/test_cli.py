@@ -1,6 +1,7 @@
 """The lumen command: config check, plugins, db, users, seed, storage check."""
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,11 @@ def test_seed_and_storage_check(run, app):
     stray = root / "ab" / "cd" / ("ab" * 32)
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"orphan")
+    young = root / "cd" / "ef" / ("cd" * 32)  # may be an upload in progress: left alone
+    young.parent.mkdir(parents=True, exist_ok=True)
+    young.write_bytes(b"in flight")
+    two_hours_ago = time.time() - 7200
+    os.utime(stray, (two_hours_ago, two_hours_ago))
     sha = photos.json[0]["sha256"]
     lost = root / sha[:2] / sha[2:4] / sha
     lost.unlink()
@@ -94,7 +100,7 @@ def test_seed_and_storage_check(run, app):
     # The stray file, and the thumbnail of the photo whose original was lost.
     assert fixed.exit_code == 0 and "removed 2 orphan files" in fixed.output
     assert "removed 1 photos with missing files" in fixed.output
-    assert not stray.exists()
+    assert not stray.exists() and young.exists()
     assert client.simulate_get(f"/api/v1/photos/{photos.json[0]['id']}").status_code == 404
     assert run("storage", "check").exit_code == 0
 

@@ -11,6 +11,7 @@ import falcon
 from lumen.schemas import int_param
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+MAX_OFFSET = 2**31 - 1  # beyond what a database integer holds
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Page:
     def from_request(cls, req: falcon.Request) -> Page:
         return cls(
             limit=int_param(req, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-            offset=int_param(req, "offset", 0, 0, None),
+            offset=int_param(req, "offset", 0, 0, MAX_OFFSET),
         )
 
     def respond(self, req: falcon.Request, resp: falcon.Response, items: list, total: int):

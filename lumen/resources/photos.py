@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import falcon
@@ -31,6 +32,7 @@ UPLOAD_FIELDS = ("caption", "visibility", "location_id")
 # Room for the multipart framing and the small text fields around the file.
 MULTIPART_OVERHEAD = 64 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
+MAX_ID = 2**31 - 1
 
 
 def image_url(photo_id, size: str, sha256: str) -> str:
@@ -144,7 +146,7 @@ def serve_list(lumen, req, resp, owner_id=None) -> None:
     page = Page.from_request(req)
     location_id = None
     if req.get_param("location_id") is not None:
-        location_id = req.get_param_as_int("location_id", min_value=1)
+        location_id = req.get_param_as_int("location_id", min_value=1, max_value=MAX_ID)
         if location_id is None:
             raise invalid("location_id", "must be a positive integer")
     viewer = req.context.user
@@ -221,19 +223,30 @@ class PhotosResource:
             raise falcon.HTTPUnsupportedMediaType(
                 title="Unsupported image", description=f"file: {exc}"
             ) from None
+        thumb = storage.receive_bytes(
+            images.thumbnail(incoming.path, lumen.settings.thumbnail_size)
+        )
+        try:
+            # Held until the transaction ends: from here to the commit no other request can
+            # delete these files, and a second upload of the same bytes waits to see this one.
+            release = storage.lock(incoming.sha256, thumb.sha256)
+            after_commit(db, release)
+            after_rollback(db, release)
+            return self._insert(db, owner, incoming, thumb, info, data)
+        finally:
+            thumb.discard()  # no-op once kept
+
+    def _insert(self, db: Session, owner, incoming, thumb, info, data: dict) -> Photo:
+        lumen, storage = self.lumen, self.lumen.storage
         existing = db.scalar(
             select(Photo.id).where(Photo.owner_id == owner.id, Photo.sha256 == incoming.sha256)
         )
         if existing is not None:
             raise DuplicatePhoto(existing)
-        thumb = storage.receive_bytes(
-            images.thumbnail(incoming.path, lumen.settings.thumbnail_size)
-        )
         used = db.scalar(
             select(func.coalesce(func.sum(Photo.size_bytes + Photo.thumb_size_bytes), 0))
         )
         if used + incoming.size + thumb.size > storage.max_bytes:
-            thumb.discard()
             raise falcon.HTTPError(
                 falcon.HTTP_507,
                 title="Insufficient storage",
@@ -241,10 +254,7 @@ class PhotosResource:
             )
         location_id = data.get("location_id")
         if location_id is None and info.latitude is not None:
-            city = lumen.hook.lumen_nearest_location(
-                lumen=lumen, latitude=info.latitude, longitude=info.longitude
-            )
-            location_id = city["id"] if city else None
+            location_id = nearest_location_id(lumen, info.latitude, info.longitude)
         photo = Photo(
             owner_id=owner.id,
             caption=data.get("caption"),
@@ -271,10 +281,46 @@ class PhotosResource:
         db.add(photo)
         try:
             db.flush()
-        except IntegrityError:  # the same bytes uploaded twice at once by the same owner
-            raise DuplicatePhoto(None) from None
+        except IntegrityError as exc:
+            # Only where the file lock cannot serialise (storage shared by several hosts).
+            if "owner_id_sha256" in str(exc.orig) or "photos.owner_id, photos.sha256" in str(
+                exc.orig
+            ):
+                raise DuplicatePhoto(None) from None
+            raise
         events.record(db, events.PHOTO_CREATED, photo=photo, changes=photo_fields(photo))
         return photo
+
+
+def nearest_location_id(lumen, latitude: float, longitude: float) -> int | None:
+    """The nearest city's id, or None: a failing locations plugin must not fail the upload."""
+    try:
+        city = lumen.hook.lumen_nearest_location(
+            lumen=lumen, latitude=latitude, longitude=longitude
+        )
+    except Exception:
+        log.exception("nearest location lookup failed")
+        return None
+    return city["id"] if city else None
+
+
+def remove_unreferenced(lumen, sha256s: set[str]) -> None:
+    """Delete the files no photo refers to any more. Runs after the deleting transaction
+    committed, under the files' lock, so an upload of the same bytes cannot slip in between
+    the check and the delete."""
+    release = lumen.storage.lock(*sha256s)
+    try:
+        with lumen.Session() as session:
+            for sha in sha256s:
+                still_used = session.scalar(
+                    select(func.count())
+                    .select_from(Photo)
+                    .where((Photo.sha256 == sha) | (Photo.thumb_sha256 == sha))
+                )
+                if not still_used:
+                    lumen.storage.delete(sha)
+    finally:
+        release()
 
 
 class DuplicatePhoto(falcon.HTTPConflict):
@@ -353,18 +399,12 @@ class PhotoResource:
     def on_delete(self, req, resp, photo_id):
         """Delete a photo, its file and its thumbnail."""
         photo = self._owned(req, photo_id)
-        db, storage = req.context.db, self.lumen.storage
+        db = req.context.db
         db.delete(photo)
         db.flush()
         # Identical bytes may belong to another photo; a file goes only with its last photo.
-        for sha in {photo.sha256, photo.thumb_sha256}:
-            still_used = db.scalar(
-                select(func.count())
-                .select_from(Photo)
-                .where((Photo.sha256 == sha) | (Photo.thumb_sha256 == sha))
-            )
-            if not still_used:
-                after_commit(db, lambda sha=sha: storage.delete(sha))
+        shas = {photo.sha256, photo.thumb_sha256}
+        after_commit(db, lambda: remove_unreferenced(self.lumen, shas))
         events.record(db, events.PHOTO_DELETED, photo=photo, changes=photo_fields(photo))
         resp.status = falcon.HTTP_204
 
@@ -400,4 +440,4 @@ class PhotoImageResource:
                 title="Not found", description="the image file is missing"
             ) from None
         resp.content_type = content_type
-        resp.set_stream(stream, path.stat().st_size)
+        resp.set_stream(stream, os.fstat(stream.fileno()).st_size)
