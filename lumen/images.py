@@ -51,15 +51,22 @@ def _open(path: Path) -> Image.Image:
 
 
 def _exif_time(exif: Image.Exif) -> datetime | None:
+    """When the photo was taken, in UTC. EXIF keeps the camera's local time and, in newer files,
+    its UTC offset (OffsetTimeOriginal); without one the local time is taken as UTC."""
     sub = exif.get_ifd(ExifTags.IFD.Exif)
     raw = sub.get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
     if not raw:
         return None
     try:
-        # EXIF keeps local time without a zone; it is recorded as given, marked UTC.
-        return datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S").replace(tzinfo=UTC)
+        local = datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S")
     except ValueError:
         return None
+    offset = str(sub.get(ExifTags.Base.OffsetTimeOriginal) or "").strip("\x00 ")
+    try:
+        zone = datetime.strptime(offset, "%z").tzinfo if offset else UTC
+    except ValueError:
+        zone = UTC
+    return local.replace(tzinfo=zone).astimezone(UTC)
 
 
 def _degrees(value, ref) -> float | None:

@@ -10,12 +10,14 @@ from PIL import ExifTags, Image
 from lumen import images
 
 
-def exif_jpeg(width=120, height=80, orientation=None, when=None, gps=None) -> bytes:
+def exif_jpeg(width=120, height=80, orientation=None, when=None, gps=None, offset=None) -> bytes:
     exif = Image.Exif()
     if orientation:
         exif[ExifTags.Base.Orientation] = orientation
     if when:
         exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = when
+    if offset:
+        exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.OffsetTimeOriginal] = offset
     if gps:
         (lat, lat_ref), (lon, lon_ref) = gps
 
@@ -47,6 +49,13 @@ def test_reads_exif_time_and_gps(tmp_path):
     assert info.taken_at == datetime(2024, 7, 14, 18, 30, 5, tzinfo=UTC)
     assert info.latitude == pytest.approx(52.52, abs=1e-4)
     assert info.longitude == pytest.approx(13.405, abs=1e-4)
+
+
+def test_exif_utc_offset_gives_the_instant_in_utc(tmp_path):
+    info = images.inspect(write(tmp_path, exif_jpeg(when="2024:07:14 18:30:05", offset="+02:00")))
+    assert info.taken_at == datetime(2024, 7, 14, 16, 30, 5, tzinfo=UTC)
+    broken = images.inspect(write(tmp_path, exif_jpeg(when="2024:07:14 18:30:05", offset="x")))
+    assert broken.taken_at == datetime(2024, 7, 14, 18, 30, 5, tzinfo=UTC)
 
 
 def test_southern_and_western_coordinates_are_negative(tmp_path):
