@@ -4,6 +4,7 @@ LRU and its metrics; and the operations the hooks and resources call."""
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 from marshmallow import EXCLUDE, Schema, fields, validate
@@ -140,7 +141,8 @@ class Locations:
         if (self.status() or {}).get("city_count"):
             return
         log.info("no cities imported yet: importing the gazetteer", extra={"dataset": self.dataset})
-        self.import_gazetteer(only_if_empty=True)
+        # A progress bar for an operator watching the first start; plain log lines otherwise.
+        self.import_gazetteer(only_if_empty=True, progress=sys.stderr.isatty())
 
     # --- operations ----------------------------------------------------------------------
 
