@@ -11,7 +11,7 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from lumen import logs, migrate
-from lumen.config import ConfigError, load_settings
+from lumen.config import ConfigError, load_settings, plugin_settings
 from lumen.plugins import PluginError, installed_plugins, make_plugin_manager
 
 
@@ -133,7 +133,7 @@ def config():
 def check(obj: Context, as_json):
     """Validate every setting (core and plugins); print them with secrets masked."""
     obj.lumen  # noqa: B018  (starting the plugins validates their settings)
-    values = obj.settings.masked()
+    values = {**obj.settings.masked(), **plugin_settings(obj.settings.environ)}
     values["LUMEN_PLUGINS"] = ",".join(obj.lumen.plugin_names)
     if as_json:
         click.echo(json.dumps(values, indent=2, default=str))

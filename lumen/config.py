@@ -119,6 +119,11 @@ def _first_error(err: ValidationError, environ: Mapping[str, str]) -> ConfigErro
     return ConfigError(variable, environ.get(variable, ""), rule)
 
 
+# The kinds of section loaded in this process, so `lumen config check` can show the plugins'
+# variables too. Schema types only: no per-app state lives here.
+_sections: dict[str, type[Schema]] = {}
+
+
 def load_section(schema: Schema, environ: Mapping[str, str]) -> dict[str, Any]:
     """Load ``schema`` from ``environ``; raise ConfigError naming the first bad variable.
 
@@ -126,9 +131,28 @@ def load_section(schema: Schema, environ: Mapping[str, str]) -> dict[str, Any]:
     """
     present = {k: v for k, v in environ.items() if v != ""}
     try:
-        return schema.load(present)
+        values = schema.load(present)
     except ValidationError as err:
         raise _first_error(err, environ) from None
+    _sections.setdefault(f"{type(schema).__module__}.{type(schema).__qualname__}", type(schema))
+    return values
+
+
+def plugin_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Every variable of the sections plugins loaded in this process, secrets masked."""
+    shown: dict[str, Any] = {}
+    for schema_type in _sections.values():
+        if schema_type is CoreSettingsSchema:
+            continue
+        schema = schema_type()
+        values = load_section(schema, environ)
+        for attr, field in schema.fields.items():
+            if field.data_key and not field.load_only:
+                value = (
+                    values.get(attr) if isinstance(values, dict) else environ.get(field.data_key)
+                )
+                shown[field.data_key] = mask_value(field.data_key, value)
+    return shown
 
 
 class Settings(Mapping):

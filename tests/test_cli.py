@@ -24,6 +24,14 @@ def run(environ, monkeypatch, clean_db):
     return invoke
 
 
+def test_config_check_shows_plugin_variables(run):
+    result = run("config", "check", LUMEN_PLUGINS="cors,cache,locations", CORS_MAX_AGE="120")
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()}
+    assert lines["CORS_MAX_AGE"] == ["120"]
+    assert "CACHE_KEY_PREFIX" in lines and "LOCATIONS_DATASET" in lines
+
+
 def test_config_check_masks_secrets(run, backend):
     result = run(
         "config", "check", REDIS_URL="redis://:sesame99@127.0.0.1:6379/0", REDIS_PASSWORD="sesame99"
