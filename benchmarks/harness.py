@@ -23,6 +23,11 @@ from pathlib import Path
 
 import psycopg2
 
+from lumen import migrate
+from lumen.app import Lumen
+from lumen.config import load_settings
+from lumen.plugins import make_plugin_manager
+
 PG_ADMIN_URL = os.environ.get(
     "LUMEN_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -43,6 +48,18 @@ def pg_database(prefix: str = "lumen_bench") -> Iterator[str]:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@contextlib.contextmanager
+def migrated_lumen(url: str, **env: str) -> Iterator[Lumen]:
+    """The core's app object on ``url`` with its schema migrated (no plugins); the engine is
+    disposed afterwards so no connection outlives the set-up."""
+    lumen = Lumen(load_settings({"DATABASE_URL": url, **env}), make_plugin_manager([]))
+    migrate.upgrade(lumen)
+    try:
+        yield lumen
+    finally:
+        lumen.engine.dispose()
 
 
 def free_port() -> int:

@@ -16,24 +16,18 @@ from tqdm import tqdm
 from benchmarks.harness import (
     gunicorn,
     median_of,
+    migrated_lumen,
     pg_database,
     print_results,
     write_results,
     wrk,
 )
-from lumen import migrate
-from lumen.app import Lumen
-from lumen.config import load_settings
 from lumen.maintenance import seed
-from lumen.plugins import make_plugin_manager
 
 
 def prepare(url: str, storage: str, photos: int) -> None:
-    settings = load_settings({"DATABASE_URL": url, "STORAGE_PATH": storage})
-    lumen = Lumen(settings, make_plugin_manager([]))
-    migrate.upgrade(lumen)
-    seed(lumen, users=50, photos=photos)
-    lumen.engine.dispose()
+    with migrated_lumen(url, STORAGE_PATH=storage) as lumen:
+        seed(lumen, users=50, photos=photos)
 
 
 def main() -> None:

@@ -15,25 +15,18 @@ from tqdm import tqdm
 from benchmarks.harness import (
     gunicorn,
     median_of,
+    migrated_lumen,
     pg_database,
     print_results,
     write_results,
     wrk,
 )
-from lumen import migrate
-from lumen.app import Lumen
-from lumen.config import load_settings
-from lumen.plugins import make_plugin_manager
 from lumen.resources.users import create_user
 
 
 def prepare(url: str) -> str:
-    settings = load_settings({"DATABASE_URL": url, "LUMEN_PLUGINS": "none"})
-    lumen = Lumen(settings, make_plugin_manager([]))
-    migrate.upgrade(lumen)
-    with lumen.unit_of_work() as session:
+    with migrated_lumen(url) as lumen, lumen.unit_of_work() as session:
         user = create_user(session, "benchmark", "benchmark-password")
-    lumen.engine.dispose()
     return str(user.id)
 
 

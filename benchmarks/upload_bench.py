@@ -24,11 +24,7 @@ from urllib.parse import urlsplit
 from PIL import Image
 from tqdm import tqdm
 
-from benchmarks.harness import gunicorn, peak_rss_kb, pg_database, write_results
-from lumen import migrate
-from lumen.app import Lumen
-from lumen.config import load_settings
-from lumen.plugins import make_plugin_manager
+from benchmarks.harness import gunicorn, migrated_lumen, peak_rss_kb, pg_database, write_results
 
 
 def noise_image(width: int, height: int, fmt: str, **options) -> bytes:
@@ -152,9 +148,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2)
     args = parser.parse_args()
     with pg_database("lumen_bench_upload") as url:
-        lumen = Lumen(load_settings({"DATABASE_URL": url}), make_plugin_manager([]))
-        migrate.upgrade(lumen)
-        lumen.engine.dispose()
+        with migrated_lumen(url):
+            pass
         files = [
             ("JPEG 2600x2600, ~5 MB", noise_image(2600, 2600, "JPEG", quality=70)),
             (
