@@ -2,11 +2,11 @@ from setuptools import find_packages, setup
 
 # Built-in plugins declare themselves exactly as a third-party plugin would.
 BUILTIN_PLUGINS = [
-    "cors = plugins.cors",
-    "cache = plugins.cache",
-    "health = plugins.health",
-    "metrics = plugins.metrics",
-    "locations = plugins.locations",
+    "cors = lumen_plugins.cors",
+    "cache = lumen_plugins.cache",
+    "health = lumen_plugins.health",
+    "metrics = lumen_plugins.metrics",
+    "locations = lumen_plugins.locations",
 ]
 
 TEST_REQUIRES = [
@@ -27,10 +27,15 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["lumen", "lumen.*", "plugins", "plugins.*"]),
+    # The built-in plugins live in plugins/ but install as lumen_plugins: an installed Lumen
+    # claims no top-level name that another project may also use.
+    packages=find_packages(include=["lumen", "lumen.*"])
+    + ["lumen_plugins"]
+    + [f"lumen_plugins.{name}" for name in find_packages("plugins")],
+    package_dir={"lumen_plugins": "plugins"},
     package_data={
-        "lumen": ["migrations/*.mako", "migrations/versions/*.py"],
-        "plugins": ["*/migrations/*.py"],
+        "lumen": ["migrations/*.py", "migrations/*.mako", "migrations/versions/*.py"],
+        "lumen_plugins": ["*/migrations/*.py"],
     },
     include_package_data=True,
     install_requires=[

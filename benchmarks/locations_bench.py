@@ -44,8 +44,8 @@ from lumen import migrate
 from lumen.app import Lumen, create_app
 from lumen.config import load_settings
 from lumen.plugins import make_plugin_manager
-from plugins.locations import gazetteer, importer
-from plugins.locations.query import parse_search
+from lumen_plugins.locations import gazetteer, importer
+from lumen_plugins.locations.query import parse_search
 
 DATASET = "cities500"
 BERLIN = 2950159

@@ -10,7 +10,7 @@ import pytest
 from lumen.app import create_app
 from lumen.config import load_settings
 from lumen.plugins import make_plugin_manager
-from tests.plugins import faults
+from tests.fixture_plugins import faults
 
 
 @pytest.fixture

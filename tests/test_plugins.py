@@ -12,7 +12,7 @@ from lumen import hookspecs
 from lumen.app import create_app
 from lumen.config import ConfigError, load_settings
 from lumen.plugins import PluginError, installed_plugins, make_plugin_manager
-from tests.plugins import recording
+from tests.fixture_plugins import recording
 
 
 @pytest.fixture

@@ -12,13 +12,13 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 
 from lumen import hookimpl
 from lumen.config import load_section, positive_int
-from plugins.cache import invalidation
-from plugins.cache.breaker import CLOSED, Breaker
-from plugins.cache.cache import Cache
-from plugins.cache.keys import PREFIX_RULE, Keys
-from plugins.cache.stats import Stats, totals
-from plugins.cache.store import RedisStore, Unavailable, connect
-from plugins.cache.warmup import warm_once
+from lumen_plugins.cache import invalidation
+from lumen_plugins.cache.breaker import CLOSED, Breaker
+from lumen_plugins.cache.cache import Cache
+from lumen_plugins.cache.keys import PREFIX_RULE, Keys
+from lumen_plugins.cache.stats import Stats, totals
+from lumen_plugins.cache.store import RedisStore, Unavailable, connect
+from lumen_plugins.cache.warmup import warm_once
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def lumen_before_serve(lumen):
 
 @hookimpl
 def lumen_cli(group):
-    from plugins.cache.cli import cache_group
+    from lumen_plugins.cache.cli import cache_group
 
     group.add_command(cache_group)
 

@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from plugins.cache.invalidation import Plan
-from plugins.cache.keys import Keys
-from plugins.cache.stats import Stats
-from plugins.cache.store import RedisStore, Unavailable
+from lumen_plugins.cache.invalidation import Plan
+from lumen_plugins.cache.keys import Keys
+from lumen_plugins.cache.stats import Stats
+from lumen_plugins.cache.store import RedisStore, Unavailable
 
 log = logging.getLogger(__name__)
 

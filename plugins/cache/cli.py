@@ -8,9 +8,9 @@ import click
 from tqdm import tqdm
 
 from lumen.cli import fail
-from plugins.cache.stats import totals
-from plugins.cache.store import Unavailable
-from plugins.cache.warmup import warm
+from lumen_plugins.cache.stats import totals
+from lumen_plugins.cache.store import Unavailable
+from lumen_plugins.cache.warmup import warm
 
 WINDOWS = {"5m": 5, "1h": 60, "24h": 24 * 60}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plugins.cache.keys import Keys
+from lumen_plugins.cache.keys import Keys
 
 PHOTO_CREATED = "lumen_photo_created"
 PHOTO_UPDATED = "lumen_photo_updated"

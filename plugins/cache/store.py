@@ -26,9 +26,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
-from plugins.cache.breaker import Breaker
-from plugins.cache.keys import Entry, Keys
-from plugins.cache.stats import BUCKET_TTL_SECONDS, Stats, current_minute
+from lumen_plugins.cache.breaker import Breaker
+from lumen_plugins.cache.keys import Entry, Keys
+from lumen_plugins.cache.stats import BUCKET_TTL_SECONDS, Stats, current_minute
 
 log = logging.getLogger(__name__)
 

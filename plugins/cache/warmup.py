@@ -15,8 +15,8 @@ from sqlalchemy import select
 from lumen.models import Photo
 from lumen.resources.paging import DEFAULT_LIMIT, Page
 from lumen.resources.photos import list_photos, lookup_locations, photo_record
-from plugins.cache.cache import Cache, encode
-from plugins.cache.store import Unavailable
+from lumen_plugins.cache.cache import Cache, encode
+from lumen_plugins.cache.store import Unavailable
 
 log = logging.getLogger(__name__)
 

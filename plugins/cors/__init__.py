@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lumen import hookimpl
-from plugins.cors.middleware import REASONS, CorsMiddleware, Rejections
-from plugins.cors.policy import CorsPolicy, build_policy
+from lumen_plugins.cors.middleware import REASONS, CorsMiddleware, Rejections
+from lumen_plugins.cors.policy import CorsPolicy, build_policy
 
 log = logging.getLogger(__name__)
 

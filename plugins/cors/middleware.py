@@ -8,7 +8,7 @@ from collections import Counter
 
 import falcon
 
-from plugins.cors.policy import ALLOWED_HEADERS, ALLOWED_METHODS, CorsPolicy, split
+from lumen_plugins.cors.policy import ALLOWED_HEADERS, ALLOWED_METHODS, CorsPolicy, split
 
 log = logging.getLogger(__name__)
 

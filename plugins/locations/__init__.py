@@ -11,8 +11,8 @@ import os
 
 from lumen import hookimpl
 from lumen.config import load_section
-from plugins.locations import cli, openapi, resources
-from plugins.locations.service import Locations, LocationsSettingsSchema
+from lumen_plugins.locations import cli, openapi, resources
+from lumen_plugins.locations.service import Locations, LocationsSettingsSchema
 
 
 @hookimpl(tryfirst=True)

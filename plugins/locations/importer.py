@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from tqdm import tqdm
 
-from plugins.locations.gazetteer import Gazetteer
-from plugins.locations.tables import cities, names, state, top_cities
+from lumen_plugins.locations.gazetteer import Gazetteer
+from lumen_plugins.locations.tables import cities, names, state, top_cities
 
 log = logging.getLogger(__name__)
 

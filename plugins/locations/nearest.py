@@ -8,7 +8,7 @@ import math
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from plugins.locations.tables import cities
+from lumen_plugins.locations.tables import cities
 
 CELL_DEGREES = 0.25  # the densest cell of cities500 then holds under 300 cities
 ROWS, COLUMNS = round(180 / CELL_DEGREES), round(360 / CELL_DEGREES)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from lumen.openapi import operation
-from plugins.locations.gazetteer import TOP_CITIES
-from plugins.locations.query import DEFAULT_LIMIT, MAX_QUERY_CHARS
+from lumen_plugins.locations.gazetteer import TOP_CITIES
+from lumen_plugins.locations.query import DEFAULT_LIMIT, MAX_QUERY_CHARS
 
 CITY = {"$ref": "#/components/schemas/City"}
 

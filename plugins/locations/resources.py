@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from plugins.locations.query import parse_point, parse_search
+from lumen_plugins.locations.query import parse_point, parse_search
 
 MAX_ID = "2147483647"
 

@@ -17,8 +17,8 @@ from collections.abc import Collection, Iterable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from plugins.locations.gazetteer import LAST_CHAR, matched_name_key
-from plugins.locations.tables import cities, names, top_cities
+from lumen_plugins.locations.gazetteer import LAST_CHAR, matched_name_key
+from lumen_plugins.locations.tables import cities, names, top_cities
 
 ALL_COUNTRIES = ""  # the scope of crowded prefixes counted over every country
 

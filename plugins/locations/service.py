@@ -10,9 +10,9 @@ import time
 from marshmallow import EXCLUDE, Schema, fields, validate
 from sqlalchemy import inspect
 
-from plugins.locations import gazetteer, importer, nearest, search
-from plugins.locations.cache import SearchCache, VersionWatch
-from plugins.locations.tables import state
+from lumen_plugins.locations import gazetteer, importer, nearest, search
+from lumen_plugins.locations.cache import SearchCache, VersionWatch
+from lumen_plugins.locations.tables import state
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from lumen.cli import cli
 from lumen.models import Photo, User
 from lumen.plugins import make_plugin_manager
 from lumen.resources.photos import load_photo_record
-from plugins.cache import check_breaker, check_hit_rate
-from plugins.cache.warmup import warm, warm_once
+from lumen_plugins.cache import check_breaker, check_hit_rate
+from lumen_plugins.cache.warmup import warm, warm_once
 from tests.conftest import Api
 
 DOCS = Path(__file__).parents[2] / "docs" / "cache.md"
@@ -373,7 +373,7 @@ def test_a_failing_loader_frees_the_lock(cached_app, redis_client, redis_prefix)
 
 
 def test_without_redis_url_it_passes_through_and_says_so_once(make_app, caplog):
-    with caplog.at_level(logging.INFO, logger="plugins.cache"):
+    with caplog.at_level(logging.INFO, logger="lumen_plugins.cache"):
         app = make_app(LUMEN_PLUGINS="cache")
         api = QuickApi(app)
         owner = api.user()
@@ -385,7 +385,7 @@ def test_without_redis_url_it_passes_through_and_says_so_once(make_app, caplog):
             assert (
                 api.client.simulate_get(f"/api/v1/photos/{photo['id']}").json["caption"] == caption
             )
-    said = [r for r in caplog.records if r.name.startswith("plugins.cache")]
+    said = [r for r in caplog.records if r.name.startswith("lumen_plugins.cache")]
     assert [(r.levelname, r.getMessage()) for r in said] == [
         ("INFO", "cache off: REDIS_URL is not set, every read goes to the database")
     ]

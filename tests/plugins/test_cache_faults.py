@@ -12,7 +12,7 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from plugins.cache import check_breaker, check_hit_rate
+from lumen_plugins.cache import check_breaker, check_hit_rate
 from tests.conftest import free_port, wait_for_port
 from tests.plugins.test_cache import QuickApi, served
 from tests.plugins.test_health import TcpProxy

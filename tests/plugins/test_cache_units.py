@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import pytest
 
 from lumen.config import ConfigError, load_settings
-from plugins.cache import build_cache, invalidation
-from plugins.cache.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
-from plugins.cache.keys import MAX_CACHED_OFFSET, Keys
-from plugins.cache.stats import totals
+from lumen_plugins.cache import build_cache, invalidation
+from lumen_plugins.cache.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from lumen_plugins.cache.keys import MAX_CACHED_OFFSET, Keys
+from lumen_plugins.cache.stats import totals
 
 PHOTO, OWNER = uuid.uuid4(), uuid.uuid4()
 

@@ -17,8 +17,8 @@ from lumen.auth import unauthorized
 from lumen.cli import cli
 from lumen.config import ConfigError, load_settings
 from plugins import cors
-from plugins.cors.middleware import REASONS, CorsMiddleware, Rejections, add_vary
-from plugins.cors.policy import CorsPolicy, build_policy
+from lumen_plugins.cors.middleware import REASONS, CorsMiddleware, Rejections, add_vary
+from lumen_plugins.cors.policy import CorsPolicy, build_policy
 
 pytestmark = pytest.mark.security
 
@@ -377,14 +377,14 @@ def test_request_header_names_are_matched_without_regard_to_case(site):
 def test_a_refused_preflight_is_a_403_without_cors_headers(
     site, caplog, origin, method, request_headers, reason
 ):
-    with caplog.at_level(logging.INFO, logger="plugins.cors"):
+    with caplog.at_level(logging.INFO, logger="lumen_plugins.cors"):
         result = site.preflight(origin=origin, method=method, request_headers=request_headers)
     assert result.status_code == 403
     assert no_cors_headers(result)
     assert "Origin" in vary(result)
     assert result.json["title"] == "CORS preflight refused"
     assert site.rejections.counts == {reason: 1}
-    [record] = [r for r in caplog.records if r.name == "plugins.cors.middleware"]
+    [record] = [r for r in caplog.records if r.name == "lumen_plugins.cors.middleware"]
     assert record.levelno == logging.INFO
     assert (record.origin, record.reason, record.method) == (origin, reason, "OPTIONS")
 
@@ -397,9 +397,9 @@ def test_null_origin_is_allowed_only_when_listed():
 
 def test_a_logged_origin_is_truncated(site, caplog):
     long_origin = "https://" + "a" * 500 + ".example.com"
-    with caplog.at_level(logging.INFO, logger="plugins.cors"):
+    with caplog.at_level(logging.INFO, logger="lumen_plugins.cors"):
         site.get(origin=long_origin)
-    [record] = [r for r in caplog.records if r.name == "plugins.cors.middleware"]
+    [record] = [r for r in caplog.records if r.name == "lumen_plugins.cors.middleware"]
     assert record.origin == long_origin[:100]
     assert record.reason == "origin"
 

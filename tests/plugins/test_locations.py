@@ -23,9 +23,9 @@ from lumen.app import Lumen
 from lumen.cli import Context, cli
 from lumen.config import load_settings
 from lumen.plugins import make_plugin_manager
-from plugins.locations import gazetteer, importer, nearest, search, tables
-from plugins.locations.normalise import fold
-from plugins.locations.query import Q_CHARACTERS_RULE, Q_LENGTH_RULE
+from lumen_plugins.locations import gazetteer, importer, nearest, search, tables
+from lumen_plugins.locations.normalise import fold
+from lumen_plugins.locations.query import Q_CHARACTERS_RULE, Q_LENGTH_RULE
 from tests.conftest import Api, jpeg
 
 BERLIN, MUNICH, ZURICH, SAO_PAULO, YORK_GB, NEW_YORK = (

@@ -11,9 +11,9 @@ import falcon
 import pytest
 import sqlalchemy as sa
 
-from plugins.locations import gazetteer, nearest, query, search, tables
-from plugins.locations.cache import SearchCache, VersionWatch
-from plugins.locations.normalise import fold
+from lumen_plugins.locations import gazetteer, nearest, query, search, tables
+from lumen_plugins.locations.cache import SearchCache, VersionWatch
+from lumen_plugins.locations.normalise import fold
 
 # --- folding -----------------------------------------------------------------------------------
 
@@ -135,7 +135,7 @@ def test_point_rejects(params, expected):
 
 
 def test_rejections_are_logged_with_the_rule_and_only_short_values(caplog):
-    caplog.set_level(logging.WARNING, logger="plugins.locations.query")
+    caplog.set_level(logging.WARNING, logger="lumen_plugins.locations.query")
     for q in ("ber%", "x" * 300 + "%"):
         with pytest.raises(falcon.HTTPError):
             query.parse_search({"q": q})
@@ -147,7 +147,7 @@ def test_rejections_are_logged_with_the_rule_and_only_short_values(caplog):
 
 
 def test_logged_values_are_escaped(caplog):
-    caplog.set_level(logging.WARNING, logger="plugins.locations.query")
+    caplog.set_level(logging.WARNING, logger="lumen_plugins.locations.query")
     with pytest.raises(falcon.HTTPError):
         query.parse_search({"q": "a\nFAKE b"})
     assert caplog.records[0].value == "'a\\nFAKE b'"
