@@ -16,7 +16,7 @@ from lumen import errors
 from lumen.auth import unauthorized
 from lumen.cli import cli
 from lumen.config import ConfigError, load_settings
-from plugins import cors
+from lumen_plugins import cors
 from lumen_plugins.cors.middleware import REASONS, CorsMiddleware, Rejections, add_vary
 from lumen_plugins.cors.policy import CorsPolicy, build_policy
 
