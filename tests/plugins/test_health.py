@@ -20,7 +20,7 @@ from lumen import hookimpl
 from lumen.app import create_app
 from lumen.config import ConfigError, load_settings
 from lumen.plugins import PluginError, make_plugin_manager
-from plugins import health
+from lumen_plugins import health
 from tests.conftest import free_port, wait_for_port
 
 DB_PASSWORD = "db-Secret-4711"
