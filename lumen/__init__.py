@@ -1,15 +1,61 @@
-"""Lumen: a plugin-based photo-sharing REST backend."""
+"""Lumen: a plugin-based photo-sharing REST backend.
+
+This module is the plugin API: what a plugin imports, and all it needs to import (the list is
+in docs/plugins.md, "API"). Everything else in the package may change between releases.
+"""
 
 from lumen.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
+# The rest is imported after the version and the marker: the modules below read them.
+from lumen import slots  # noqa: E402
+from lumen.app import Lumen, create_app  # noqa: E402
+from lumen.cli import fail, pass_lumen  # noqa: E402
+from lumen.config import (  # noqa: E402
+    Bool,
+    Choice,
+    ConfigError,
+    SettingsSchema,
+    boolean,
+    choice,
+    positive_int,
+    positive_number,
+    text,
+)
+from lumen.errors import invalid  # noqa: E402
+from lumen.models import MAX_INTEGER  # noqa: E402
+from lumen.openapi import operation  # noqa: E402
+from lumen.photos import CITIES_TAG, CachedRead, newest_public_reads  # noqa: E402
+from lumen.plugins import PluginError  # noqa: E402
+from lumen.secrets import Redactor  # noqa: E402
+from lumen.session import after_commit, after_rollback  # noqa: E402
 
-def create_app(settings=None, plugin_manager=None):
-    """Build the WSGI application (see :func:`lumen.app.create_app`)."""
-    from lumen.app import create_app as _create_app
-
-    return _create_app(settings=settings, plugin_manager=plugin_manager)
-
-
-__all__ = ["__version__", "create_app", "hookimpl"]
+__all__ = [
+    "CITIES_TAG",
+    "MAX_INTEGER",
+    "Bool",
+    "CachedRead",
+    "Choice",
+    "ConfigError",
+    "Lumen",
+    "PluginError",
+    "Redactor",
+    "SettingsSchema",
+    "__version__",
+    "after_commit",
+    "after_rollback",
+    "boolean",
+    "choice",
+    "create_app",
+    "fail",
+    "hookimpl",
+    "invalid",
+    "newest_public_reads",
+    "operation",
+    "pass_lumen",
+    "positive_int",
+    "positive_number",
+    "slots",
+    "text",
+]

@@ -69,15 +69,17 @@ def require_user(req: falcon.Request) -> User:
 
 
 class AuthMiddleware:
-    """Resolves ``Authorization: Bearer <token>`` into ``req.context.user`` (None when absent).
-    A header that is present but malformed, expired or revoked is a 401 on every endpoint, so
-    a client learns at once that its token is bad."""
+    """Resolves ``Authorization: Bearer <token>`` into ``req.context.user`` (None when absent),
+    after routing. A header that is present but malformed, expired or revoked is a 401 on every
+    route, so a client learns at once that its token is bad; a resource that sets
+    ``authenticate = False`` (probes, the API document) is answered whatever the header says,
+    without opening a database session."""
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.user = None
-        req.context.token = None
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params):
         header = req.get_header("Authorization")
         if header is None or req.method == "OPTIONS":
+            return
+        if not getattr(resource, "authenticate", True):
             return
         match = _BEARER.match(header.strip())
         if match is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import os
@@ -11,12 +12,20 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from lumen import logs, migrate
-from lumen.config import ConfigError, load_settings, plugin_settings
-from lumen.plugins import PluginError, installed_plugins, make_plugin_manager
+from lumen.config import (
+    ConfigError,
+    CoreSettingsSchema,
+    ServeSettingsSchema,
+    load_settings,
+    shown,
+)
+from lumen.plugins import PluginError, installed_plugins, make_plugin_manager, plugin_name
+from lumen.validation import first_problem
 
 
 class Context:
-    """What commands share: settings and plugins, loaded once; the app object on demand."""
+    """What commands share: settings and plugins, loaded once; the started app object on
+    demand (``obj.lumen``, or a command decorated with ``pass_lumen``)."""
 
     def __init__(self):
         self.error: Exception | None = None
@@ -40,9 +49,9 @@ class Context:
             from lumen.app import Lumen
 
             logs.configure(self.settings)
-            lumen = Lumen(self.settings, self.pm)
             try:
-                lumen.startup()
+                lumen = Lumen(self.settings, self.pm)
+                lumen.start()
             except (ConfigError, PluginError) as exc:
                 fail(str(exc))
             self._lumen = lumen
@@ -55,6 +64,17 @@ def fail(message: str, code: int = 2):
 
 
 pass_context = click.make_pass_decorator(Context)
+
+
+def pass_lumen(command):
+    """Decorate a click command to receive the started application object first."""
+
+    @pass_context
+    @functools.wraps(command)
+    def with_lumen(obj: Context, *args, **kwargs):
+        return command(obj.lumen, *args, **kwargs)
+
+    return with_lumen
 
 
 @click.group()
@@ -131,47 +151,54 @@ def config():
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_context
 def check(obj: Context, as_json):
-    """Validate every setting (core and plugins); print them with secrets masked."""
-    obj.lumen  # noqa: B018  (starting the plugins validates their settings)
-    values = {**obj.settings.masked(), **plugin_settings(obj.settings.environ)}
-    values["LUMEN_PLUGINS"] = ",".join(obj.lumen.plugin_names)
+    """Validate every setting (core, server, plugins); print them with secrets masked."""
+    lumen = obj.lumen  # starting the plugins validates their settings
+    environ = lumen.settings.environ
+    try:
+        sections = {"core": shown(CoreSettingsSchema, environ)}
+        sections["serve"] = shown(ServeSettingsSchema, environ)
+    except ConfigError as exc:
+        fail(str(exc))
+    for schema_type, (name, _) in lumen.sections.items():
+        sections.setdefault(name, {}).update(shown(schema_type, environ))
+    sections["core"]["LUMEN_PLUGINS"] = ",".join(lumen.plugin_names)
     if as_json:
+        values = {name: value for section in sections.values() for name, value in section.items()}
         click.echo(json.dumps(values, indent=2, default=str))
         return
-    width = max(map(len, values))
-    for name, value in values.items():
-        click.echo(f"{name:<{width}}  {'' if value is None else value}")
+    width = max(len(name) for section in sections.values() for name in section)
+    for section, values in sections.items():
+        click.echo(f"# {section}")
+        for name, value in values.items():
+            click.echo(f"{name:<{width}}  {'' if value is None else value}")
 
 
 @cli.command("plugins")
 @pass_context
 def plugins_command(obj: Context):
     """List installed plugins, which are enabled, and what each registers."""
-    from lumen.plugins import plugin_name
+    from lumen.app import create_app
 
-    lumen = obj.lumen
+    obj.fail_if_invalid()
+    try:
+        lumen = create_app(obj.settings, obj.pm).lumen
+    except (ConfigError, PluginError) as exc:
+        fail(str(exc))
     registers: dict[str, list[str]] = {}
     for hook_name in sorted(h for h in dir(lumen.hook) if h.startswith("lumen_")):
         for impl in getattr(lumen.hook, hook_name).get_hookimpls():
             registers.setdefault(plugin_name(lumen.pm, impl), []).append(hook_name[6:])
-    app_routes = _routes_by_plugin(lumen)
+    routes: dict[str, list[str]] = {}
+    for template, (owner, _) in lumen.routes.items():
+        routes.setdefault(owner, []).append(template)
     for name, entry_point in sorted(installed_plugins().items()):
         state = "enabled" if name in lumen.plugin_names else "disabled"
         click.echo(f"{name:<12} {state:<9} {entry_point.value}")
         if state == "enabled":
             click.echo(f"    hooks:  {', '.join(registers.get(name, [])) or '-'}")
-            for template in app_routes.get(name, []):
+            for template in routes.get(name, []):
                 click.echo(f"    route:  {template}")
-
-
-def _routes_by_plugin(lumen) -> dict[str, list[str]]:
-    from lumen.plugins import plugin_name
-
-    routes: dict[str, list[str]] = {}
-    for impl in lumen.hook.lumen_routes.get_hookimpls():
-        name = plugin_name(lumen.pm, impl)
-        routes[name] = [template for template, _ in impl.function(lumen=lumen) or ()]
-    return routes
+    lumen.shutdown()
 
 
 # --- users -----------------------------------------------------------------------------------
@@ -189,8 +216,8 @@ def users():
 @pass_context
 def users_create(obj: Context, username, display_name, password_stdin):
     """Create a user (works whatever LUMEN_OPEN_REGISTRATION says)."""
-    from lumen.resources.users import UsernameTaken, create_user
     from lumen.schemas import UserCreateSchema, ValidationError
+    from lumen.users import UsernameTaken, create_user
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -201,8 +228,8 @@ def users_create(obj: Context, username, display_name, password_stdin):
             {"username": username, "password": password, "display_name": display_name}
         )
     except ValidationError as err:
-        field, messages = next(iter(err.normalized_messages().items()))
-        fail(f"{field}: {messages[0]}", code=1)
+        field, rule = first_problem(err)
+        fail(f"{field}: {rule}", code=1)
     try:
         with obj.lumen.unit_of_work() as session:
             user = create_user(session, username, password, display_name)
@@ -253,12 +280,25 @@ def storage_check(obj: Context, fix):
         sys.exit(1)
 
 
+def make_cli(pm) -> click.Group:
+    """The ``lumen`` command of this invocation: the core's commands and the enabled plugins'.
+    Built anew each time, so no plugin's command outlives the invocation that added it."""
+    group = click.Group(
+        cli.name,
+        commands=dict(cli.commands),
+        callback=cli.callback,
+        params=list(cli.params),
+        help=cli.help,
+    )
+    if pm is not None:
+        pm.hook.lumen_cli(group=group)
+    return group
+
+
 def main():
     try:
         context = Context()
-        if context.pm is not None:
-            context.pm.hook.lumen_cli(group=cli)
-        cli(obj=context)
+        make_cli(context.pm)(obj=context)
     except KeyboardInterrupt:
         sys.exit(130)
     except DBAPIError as exc:

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import os
 
+from lumen import slots
 from lumen.auth import AuthMiddleware
 from lumen.hookspecs import hookimpl
 from lumen.openapi import OpenAPIResource, operation
 from lumen.resources import photos, tokens, users
 from lumen.session import SessionMiddleware
 
-# Middleware order: plugins place themselves around these (security headers and CORS before
-# 400, so a preflight is answered before the session or authentication is touched).
-SESSION_ORDER, AUTH_ORDER = 400, 450
-
 
 @hookimpl
 def lumen_middleware(lumen):
-    return [(SESSION_ORDER, SessionMiddleware(lumen)), (AUTH_ORDER, AuthMiddleware())]
+    return [(slots.SESSION, SessionMiddleware(lumen)), (slots.AUTHENTICATION, AuthMiddleware())]
 
 
 @hookimpl

@@ -8,43 +8,60 @@ lower p99. Sync workers expect a buffering proxy (nginx, a cloud load balancer) 
 clients are slow.
 """
 
-import multiprocessing
 import os
 import sys
 
-_port = os.environ.get("PORT")
-bind = [os.environ.get("LUMEN_BIND") or (f"0.0.0.0:{_port}" if _port else "127.0.0.1:8000")]
-workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * multiprocessing.cpu_count())
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+from lumen.config import (
+    ConfigError,
+    ServeSettingsSchema,
+    load_section,
+    load_settings,
+    serve_address,
+)
+
+
+def _load():
+    """The server's and the core's settings, or one line naming the bad variable and exit 2."""
+    try:
+        return load_section(ServeSettingsSchema, os.environ), load_settings()
+    except ConfigError as exc:
+        print(f"lumen: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+_serve, _core = _load()
+
+bind = [serve_address(_serve)]
+workers = _serve.workers
+worker_class = _serve.worker_class
+threads = _serve.threads
+timeout = _serve.timeout
 graceful_timeout = 30
 keepalive = 5
 # Each worker is its own process with its own pool: the app is never built before the fork.
 preload_app = False
 
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
+accesslog = None if _serve.access_log == "off" else _serve.access_log
 access_log_format = (
     '{"remote":"%(h)s","method":"%(m)s","path":"%(U)s","status":%(s)s,'
     '"bytes":"%(B)s","duration_us":%(D)s,"user_agent":"%(a)s"}'
 )
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = _core.log_level.lower()
 
-certfile = os.environ.get("LUMEN_TLS_CERT") or None
-keyfile = os.environ.get("LUMEN_TLS_KEY") or None
+certfile = _serve.tls_cert
+keyfile = _serve.tls_key
 
 
 def _start_lumen():
     """Build and start the app object in the master, or stop with one line naming the setting."""
     from lumen.app import Lumen
-    from lumen.config import ConfigError, load_settings
     from lumen.plugins import PluginError, make_plugin_manager
 
     try:
         settings = load_settings()
         lumen = Lumen(settings, make_plugin_manager(settings.enabled_plugins))
-        lumen.startup()
+        lumen.start()
     except (ConfigError, PluginError) as exc:
         print(f"lumen: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -52,9 +69,6 @@ def _start_lumen():
 
 
 def on_starting(server):
-    if bool(certfile) != bool(keyfile):
-        print("lumen: LUMEN_TLS_CERT and LUMEN_TLS_KEY must be set together", file=sys.stderr)
-        sys.exit(2)
     multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if multiproc_dir:
         # Figures of a previous run would be added to this one's.

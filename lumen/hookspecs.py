@@ -1,7 +1,9 @@
-"""Every hook a Lumen plugin can implement.
+"""Every hook a Lumen plugin can implement, grouped by when the core calls it.
 
 Hooks are called with keyword arguments. ``lumen`` is the running application object
-(:class:`lumen.app.Lumen`): settings, engine, plugin manager and registries.
+(:class:`lumen.app.Lumen`): settings, engine, plugin manager and registries. The core calls
+every hook; no plugin calls one. Start-up order (``create_app``): settings, startup, health
+checks, metrics, middleware, routes, error handlers, openapi.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ hookimpl = pluggy.HookimplMarker("lumen")
 # ---------------------------------------------------------------------------
 # Lifecycle
 # ---------------------------------------------------------------------------
+
+
+@hookspec
+def lumen_settings() -> type | None:
+    """Return the plugin's settings schema (a ``lumen.SettingsSchema`` subclass)."""
 
 
 @hookspec
@@ -131,8 +138,18 @@ def lumen_location_lookup(lumen, location_ids) -> dict[int, dict] | None:
 
 
 @hookspec(firstresult=True)
-def lumen_cached(lumen, key, loader) -> Any:
-    """Return the value for ``key``, calling ``loader()`` on a miss.
+def lumen_cached(lumen, key, tags, loader) -> Any:
+    """Return the value for ``key``, which depends on ``tags``, calling ``loader()`` on a miss.
 
     Stops at first non-None result.
     """
+
+
+# ---------------------------------------------------------------------------
+# Cache purges: called after the commit of a change, with the tags it purges
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def lumen_purge(lumen, tags) -> None:
+    """Every cached value that depends on one of ``tags`` is stale (called after commit)."""

@@ -6,7 +6,8 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+
+from lumen.secrets import Redactor
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -16,14 +17,9 @@ def _extras(record: logging.LogRecord) -> dict:
 
 
 class _Redacting(logging.Formatter):
-    def __init__(self, secrets: list[str]):
+    def __init__(self, redact: Redactor):
         super().__init__()
-        self.secrets = [s for s in secrets if s and len(s) >= 3]
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "********")
-        return text
+        self.redact = redact
 
 
 class JSONFormatter(_Redacting):
@@ -54,19 +50,10 @@ class TextFormatter(_Redacting):
         return self.redact(line)
 
 
-def secrets_of(settings) -> list[str]:
-    """Every secret value the settings hold, so no log line can carry one."""
-    found = [settings.redis_password, settings.db_password]
-    for url in (settings.database_url, settings.redis_url):
-        if url:
-            found.append(urlsplit(url).password)
-    return [s for s in found if s]
-
-
 def configure(settings) -> None:
     formatter_type = JSONFormatter if settings.log_format == "json" else TextFormatter
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter_type(secrets_of(settings)))
+    handler.setFormatter(formatter_type(Redactor(settings.environ)))
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_lumen", False):

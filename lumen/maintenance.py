@@ -16,6 +16,7 @@ from tqdm import tqdm
 from lumen import events, images
 from lumen.auth import hash_password
 from lumen.models import Photo, User, utcnow
+from lumen.photos import new_photo, record_event
 
 # A file younger than this may belong to an upload whose row has not committed yet.
 GRACE_S = 3600
@@ -52,7 +53,7 @@ def check_storage(lumen, fix: bool = False) -> StorageReport:
             for photo in gone:
                 released |= {photo.sha256, photo.thumb_sha256}
                 session.delete(photo)
-                events.record(session, events.PHOTO_DELETED, photo=photo, changes={})
+                record_event(session, events.PHOTO_DELETED, photo, changes={})
         rows = _file_rows(lumen)  # the removed photos' remaining files are orphans now
     referenced = {sha for row in rows for sha in (row.sha256, row.thumb_sha256)}
     now = time.time()
@@ -98,8 +99,8 @@ def seed(
     private_share: float = 0.2,
     progress: bool = True,
 ) -> tuple[int, int]:
-    """Create ``users`` users (password ``password-<n>``) and ``photos`` photos spread over
-    them, with real image files. Returns (users, photos) created."""
+    """Create ``users`` users (password ``seeded-user-password``) and ``photos`` photos spread
+    over them, with real image files. Returns (users, photos) created."""
     rng = random.Random(seed_value)
     storage, thumb_size = lumen.storage, lumen.settings.thumbnail_size
     password_hash = hash_password("seeded-user-password")  # one hash: argon2 is slow on purpose
@@ -132,22 +133,17 @@ def seed(
                 thumb = storage.receive_bytes(images.thumbnail(original.path, thumb_size))
                 storage.keep(original)
                 storage.keep(thumb)
-                photo = Photo(
-                    owner_id=rng.choice(owners),
+                photo = new_photo(
+                    rng.choice(owners),
+                    original,
+                    thumb,
+                    info,
                     caption=f"Seeded photo {created}",
                     visibility="private" if rng.random() < private_share else "public",
-                    width=info.width,
-                    height=info.height,
-                    content_type=info.content_type,
-                    size_bytes=original.size,
-                    sha256=original.sha256,
-                    thumb_sha256=thumb.sha256,
-                    thumb_content_type=images.THUMBNAIL_CONTENT_TYPE,
-                    thumb_size_bytes=thumb.size,
                     created_at=now - timedelta(seconds=photos - created),
                 )
                 session.add(photo)
-                events.record(session, events.PHOTO_CREATED, photo=photo, changes={})
+                record_event(session, events.PHOTO_CREATED, photo, changes={})
                 created += 1
         bar.update(batch)
     bar.close()

@@ -31,6 +31,8 @@ NAMING_CONVENTION = {
 }
 
 VISIBILITIES = ("public", "private")
+# The largest value an INTEGER column holds: the bound of every integer id and offset.
+MAX_INTEGER = 2**31 - 1
 
 
 def utcnow() -> datetime:

@@ -9,6 +9,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 import lumen
+from lumen.plugins import collect
 
 METHODS = ("get", "post", "put", "patch", "delete")
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
@@ -53,7 +54,7 @@ def build_spec(app_lumen) -> dict:
             for name in _PARAM.findall(template)
         ]
         spec.path(path=path, operations=_operations(resource), parameters=parameters)
-    app_lumen.hook.lumen_openapi(lumen=app_lumen, spec=spec)
+    collect(app_lumen.pm, "lumen_openapi", lumen=app_lumen, spec=spec)
     return spec.to_dict()
 
 
@@ -63,12 +64,11 @@ def operation(spec: APISpec, path: str, method: str) -> dict:
 
 
 class OpenAPIResource:
+    authenticate = False  # public, whatever Authorization says
+
     def __init__(self, app_lumen):
         self.lumen = app_lumen
-        self._document = None
 
     def on_get(self, req: falcon.Request, resp: falcon.Response):
         """This document."""
-        if self._document is None:  # the routes are fixed once the app is built
-            self._document = build_spec(self.lumen)
-        resp.media = self._document
+        resp.media = self.lumen.openapi

@@ -58,29 +58,31 @@ def plugin_name(pm: pluggy.PluginManager, hookimpl) -> str:
     return pm.get_name(hookimpl.plugin) or repr(hookimpl.plugin)
 
 
-def call_each(pm: pluggy.PluginManager, hook_name: str, *, isolate: bool, **kwargs) -> list:
-    """Call every implementation of ``hook_name`` in pluggy's order, attributing errors.
+def collect(pm: pluggy.PluginManager, hook_name: str, *, isolate: bool = False, **kwargs):
+    """Call every implementation of ``hook_name`` in pluggy's order; return (plugin name,
+    result) for each result that is not None.
 
-    With ``isolate`` a failing implementation is logged and the rest still run; without it
-    the first failure is raised as PluginError naming the plugin (ConfigError passes through,
-    as its one line already names the setting).
+    Without ``isolate`` the first failure stops the call as a PluginError naming the plugin
+    (a ConfigError passes through: its one line already names the setting). With ``isolate`` a
+    failure is logged and the other plugins still run (domain events: the change is committed).
+    Wrapper implementations are refused: a wrapper of a hook collected this way would not wrap.
     """
     results = []
     for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
         name = plugin_name(pm, impl)
-        args = {arg: kwargs[arg] for arg in impl.argnames}
+        if impl.wrapper or impl.hookwrapper:
+            raise PluginError(
+                f"plugin {name!r} implements {hook_name} as a wrapper, which Lumen does not call"
+            )
         try:
-            result = impl.function(**args)
-        except ConfigError:
-            if isolate:
-                log.exception("plugin hook failed", extra={"plugin": name, "hook": hook_name})
-                continue
-            raise
+            result = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
         except Exception as exc:
             if isolate:
                 log.exception("plugin hook failed", extra={"plugin": name, "hook": hook_name})
                 continue
+            if isinstance(exc, ConfigError):
+                raise
             raise PluginError(f"plugin {name!r} failed in {hook_name}: {exc!r}") from exc
         if result is not None:
-            results.append(result)
+            results.append((name, result))
     return results

@@ -10,6 +10,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from lumen.errors import invalid
 from lumen.models import VISIBILITIES
+from lumen.validation import first_problem
 
 MAX_JSON_BYTES = 1024 * 1024
 USERNAME_RULE = "must be 3-32 characters of a-z, 0-9, '_', '.' and '-'"
@@ -134,15 +135,8 @@ class ErrorSchema(Schema):
 
 def first_error(err: ValidationError) -> falcon.HTTPError:
     """A 400 naming the first invalid field and its rule."""
-    field, messages = next(iter(err.normalized_messages().items()))
-    while isinstance(messages, dict):  # nested: name the innermost field
-        field, messages = next(iter(messages.items()))
-    message = messages[0] if isinstance(messages, list) else str(messages)
-    rule = message.rstrip(".")
-    rule = rule[:1].lower() + rule[1:]
-    if field == "_schema":
-        return invalid("body", rule)
-    return invalid(str(field), rule)
+    field, rule = first_problem(err)
+    return invalid("body" if field == "_schema" else field, rule)
 
 
 def validate_data(schema: Schema, data) -> dict:

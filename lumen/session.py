@@ -74,10 +74,13 @@ def unit_of_work(lumen) -> Iterator[Session]:
 
 
 class RequestContext(falcon.Context):
-    """``req.context``: ``db`` opens a session only when a resource first touches it."""
+    """``req.context``: ``db`` opens a session only when a resource first touches it; ``user``
+    and ``token`` are the caller's, once authentication has run (None for anonymous)."""
 
     _lumen = None
     _db = None
+    user = None
+    token = None
 
     @property
     def db(self) -> Session:

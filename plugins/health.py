@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,21 +22,21 @@ from concurrent.futures import Future, wait
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
-from urllib.parse import unquote
 
 import falcon
-import redis
-from marshmallow import EXCLUDE, Schema, fields
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-from sqlalchemy import text
+from marshmallow import fields, validate
+from sqlalchemy import text as sql
 from sqlalchemy.pool import QueuePool
 
-from lumen import __version__, hookimpl
-from lumen.config import SECRET_SUFFIXES, ConfigError, Settings, load_section
-from lumen.logs import secrets_of
-from lumen.openapi import operation
-from lumen.plugins import PluginError, plugin_name
+from lumen import (
+    Redactor,
+    SettingsSchema,
+    __version__,
+    hookimpl,
+    operation,
+    positive_int,
+    text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +45,18 @@ STATUSES = ("pass", "warn", "fail")  # from best to worst
 # Only the database is critical: without it nothing can be served. Any other failing component
 # (Redis, storage, a plugin's data) makes /health warn, since the service still answers.
 CRITICAL_COMPONENTS = frozenset({"database"})
-# Just before the auth middleware (450): probes are answered without a token check, so they
-# open no session and a stale Authorization header cannot fail them.
-PROBE_ORDER = 449
+NAME = "health"
 POOL_BUSY_SHARE = 0.8  # of pool size + max overflow checked out: warn
 LOW_SPACE_SHARE = 0.1  # of MAX_STORAGE_GB left free on the disk: warn
 SHAPE = ("componentType", "observedUnit")  # kept from a check's last value for its failures
-_CHECK_NAME = re.compile(r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+$")
 
 
-class HealthSettingsSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    service_id = fields.String(load_default="lumen", data_key="HEALTH_SERVICE_ID")
+class HealthSettings(SettingsSchema):
+    service_id = text("HEALTH_SERVICE_ID", "lumen")
+    interval = fields.Float(
+        load_default=5.0, validate=validate.Range(min=0), data_key="HEALTH_CHECK_INTERVAL"
+    )
+    timeout_ms = positive_int("HEALTH_CHECK_TIMEOUT_MS", 1000)
 
 
 # ---------------------------------------------------------------------------
@@ -67,18 +64,18 @@ class HealthSettingsSchema(Schema):
 # ---------------------------------------------------------------------------
 
 
-@hookimpl(trylast=True)
-def lumen_startup(lumen):
-    # Last, so every plugin has opened what its checks use before they are gathered.
-    section = load_section(HealthSettingsSchema(), lumen.settings.environ)
-    lumen.health = Health(lumen, section["service_id"])
+def health_of(lumen) -> Health:
+    return lumen.state[NAME]
 
 
 @hookimpl
-def lumen_shutdown(lumen):
-    health = getattr(lumen, "health", None)
-    if health is not None:
-        health.close()
+def lumen_settings():
+    return HealthSettings
+
+
+@hookimpl
+def lumen_startup(lumen):
+    lumen.state[NAME] = Health(lumen, lumen.settings_of(HealthSettings))
 
 
 @hookimpl
@@ -92,20 +89,15 @@ def lumen_health_checks(lumen):
 
 
 @hookimpl
-def lumen_middleware(lumen):
-    return [(PROBE_ORDER, ProbeMiddleware(lumen.health.resources))]
-
-
-@hookimpl
 def lumen_routes(lumen):
-    return list(lumen.health.resources.items())
+    return list(health_of(lumen).resources.items())
 
 
 @hookimpl
 def lumen_openapi(lumen, spec):
     spec.components.schema("Health", component=HEALTH_SCHEMA)
     body = {MEDIA_HEALTH_JSON: {"schema": {"$ref": "#/components/schemas/Health"}}}
-    for path in lumen.health.resources:
+    for path in health_of(lumen).resources:
         responses = operation(spec, path, "get")["responses"]
         responses["200"] = {"description": "pass or warn", "content": body}
         responses["503"] = {"description": "fail", "content": body}
@@ -136,8 +128,8 @@ def check_database_connection(lumen) -> dict:
     """Round trip of ``SELECT 1`` on a pooled connection (pre-ping included)."""
     started = time.perf_counter()
     with lumen.engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
-    return _latency("datastore", started, lumen.health.timeout)
+        connection.execute(sql("SELECT 1"))
+    return _latency("datastore", started, health_of(lumen).timeout)
 
 
 def check_database_pool(lumen) -> dict:
@@ -164,7 +156,7 @@ def check_database_pool(lumen) -> dict:
 
 def check_redis_connection(lumen) -> dict:
     """Round trip of PING. Redis is optional: without REDIS_URL the check passes and says so."""
-    client = lumen.health.redis
+    client = lumen.redis
     if client is None:
         return {
             "componentType": "datastore",
@@ -174,7 +166,7 @@ def check_redis_connection(lumen) -> dict:
         }
     started = time.perf_counter()
     client.ping()
-    return _latency("datastore", started, lumen.health.timeout)
+    return _latency("datastore", started, health_of(lumen).timeout)
 
 
 def check_storage_free(lumen) -> dict:
@@ -210,64 +202,20 @@ def _latency(component_type: str, started: float, timeout: float) -> dict:
     return entry
 
 
-def _redis_client(settings: Settings, timeout: float) -> redis.Redis | None:
-    if not settings.redis_url:
-        return None
-    try:
-        # Short timeouts and no retries: the check measures one round trip, and a Redis that
-        # does not answer must fail the check, not stall it. A password in the URL wins.
-        return redis.Redis.from_url(
-            settings.redis_url,
-            password=settings.redis_password or None,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-    except ValueError as exc:
-        raise ConfigError("REDIS_URL", settings.redis_url, str(exc)) from None
-
-
 # ---------------------------------------------------------------------------
 # Running the checks
 # ---------------------------------------------------------------------------
 
 
-def gather_checks(lumen) -> dict[str, Callable[[], Any]]:
-    """Every plugin's checks by name. A name given twice, or not shaped
-    "component:measurement", stops start-up with the plugin named."""
-    checks: dict[str, Callable[[], Any]] = {}
-    owners: dict[str, str] = {}
-    for impl in reversed(lumen.hook.lumen_health_checks.get_hookimpls()):
-        owner = plugin_name(lumen.pm, impl)
-        try:
-            offered = impl.function(lumen=lumen) or {}
-        except Exception as exc:
-            raise PluginError(f"plugin {owner!r} failed in lumen_health_checks: {exc!r}") from exc
-        for name, check in offered.items():
-            if not _CHECK_NAME.match(name):
-                raise PluginError(
-                    f"plugin {owner!r} adds health check {name!r}: "
-                    "the name must be 'component:measurement'"
-                )
-            if name in owners:
-                raise PluginError(
-                    f"plugin {owner!r} adds health check {name!r} already added by {owners[name]!r}"
-                )
-            checks[name], owners[name] = check, owner
-    return dict(sorted(checks.items()))
-
-
 class Health:
     """One app's checks, their last results, and the reports the endpoints answer with."""
 
-    def __init__(self, lumen, service_id: str):
-        settings = lumen.settings
-        self.service_id = service_id
-        self.timeout = settings.health_check_timeout_ms / 1000
-        self.interval = settings.health_check_interval
-        self.redis = _redis_client(settings, self.timeout)
-        self.checks = gather_checks(lumen)
-        self._secrets = _secrets(settings)
+    def __init__(self, lumen, section):
+        self.lumen = lumen
+        self.service_id = section.service_id
+        self.timeout = section.timeout_ms / 1000
+        self.interval = section.interval
+        self._redact = Redactor(lumen.settings.environ)
         self._lock = threading.Lock()
         self._running: dict[str, Future] = {}
         self._kept: dict[str, tuple[float, list[dict]]] = {}  # name -> (monotonic, entries)
@@ -280,9 +228,10 @@ class Health:
             "/readyz": ReadinessResource(self),
         }
 
-    def close(self) -> None:
-        if self.redis is not None:
-            self.redis.close()
+    @property
+    def checks(self) -> dict[str, Callable[[], Any]]:
+        """Every plugin's checks, as the core gathered them at start-up."""
+        return self.lumen.health_checks
 
     def names(self, component: str | None) -> list[str]:
         return [name for name in self.checks if component in (None, _component(name))]
@@ -379,9 +328,7 @@ class Health:
     def _scrub(self, entry: dict) -> None:
         for key, value in entry.items():
             if isinstance(value, str) and key != "status":
-                for secret in self._secrets:
-                    value = value.replace(secret, "********")
-                entry[key] = value
+                entry[key] = self._redact(value)
 
 
 def _entries(outcome: Any) -> list[dict] | None:
@@ -392,17 +339,6 @@ def _entries(outcome: Any) -> list[dict] | None:
     ):
         return None
     return [dict(entry) for entry in entries]
-
-
-def _secrets(settings: Settings) -> list[str]:
-    found = set(secrets_of(settings))
-    found |= {unquote(secret) for secret in found}
-    found |= {
-        value
-        for name, value in settings.environ.items()
-        if value and name.upper().endswith(SECRET_SUFFIXES)
-    }
-    return sorted(found, key=len, reverse=True)  # a secret containing another goes first
 
 
 def _component(name: str) -> str:
@@ -430,6 +366,8 @@ def answer(resp: falcon.Response, document: dict) -> None:
 
 
 class HealthResource:
+    authenticate = False  # probes answer whatever Authorization says, and open no session
+
     def __init__(self, health: Health, component: str | None):
         self.health, self.component = health, component
 
@@ -438,8 +376,12 @@ class HealthResource:
         names = self.health.names(self.component)
         answer(resp, self.health.report(names, whole_service=self.component is None))
 
+    on_head = on_get
+
 
 class LivenessResource:
+    authenticate = False
+
     def __init__(self, health: Health):
         self.health = health
 
@@ -447,8 +389,12 @@ class LivenessResource:
         """The process answers (touches no dependency)."""
         answer(resp, self.health.document("pass"))
 
+    on_head = on_get
+
 
 class ReadinessResource:
+    authenticate = False
+
     def __init__(self, health: Health):
         self.health = health
 
@@ -456,18 +402,4 @@ class ReadinessResource:
         """The process can serve: the database answers; 503 while it does not."""
         answer(resp, self.health.report(["database:connection"], whole_service=False))
 
-
-class ProbeMiddleware:
-    """Answers GET and HEAD on the health routes before authentication (see PROBE_ORDER);
-    other methods go on to the router, which answers 405."""
-
-    def __init__(self, resources: dict[str, Any]):
-        self.resources = resources
-
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resource = self.resources.get(req.path)
-        if resource is None or req.method not in ("GET", "HEAD"):
-            return
-        resource.on_get(req, resp)
-        req.uri_template = req.path  # the routing it skips would have found the same template
-        resp.complete = True
+    on_head = on_get

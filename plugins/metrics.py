@@ -1,8 +1,9 @@
 """Metrics: ``GET /metrics`` in the Prometheus text format, when METRICS_ENABLED is true.
 
-Each app has its own CollectorRegistry; every plugin registers its metrics on it through
-``lumen_metrics(lumen, registry)``, called once when the web app is built. This plugin counts
-and times requests by method, route template and status, and follows the database pool.
+Each app has its own CollectorRegistry, made by the core, which hands it to every plugin
+through ``lumen_metrics(lumen, registry)`` when the web app is built. This plugin counts and
+times requests by method, route template and status, follows the database pool, and serves the
+registry.
 
 Under gunicorn, PROMETHEUS_MULTIPROC_DIR makes prometheus_client keep every value in files of
 the process that wrote it; a scrape, answered by any one worker, merges the files of all workers
@@ -16,8 +17,6 @@ import time
 
 import falcon
 from falcon.constants import COMBINED_METHODS
-from falcon.routing import CompiledRouter
-from marshmallow import EXCLUDE, Schema, fields
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
@@ -25,13 +24,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from lumen import hookimpl
-from lumen.config import ConfigError, load_section
-from lumen.openapi import operation
-from lumen.plugins import call_each
+from lumen import ConfigError, SettingsSchema, boolean, hookimpl, operation, slots, text
 
-# Outermost: the measured latency includes every other middleware.
-ORDER = 50
+NAME = "metrics"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 KNOWN_METHODS = frozenset(COMBINED_METHODS)
 UNMATCHED = "unmatched"  # the route label of a path no route matches: never the raw path
@@ -40,11 +35,13 @@ UNMATCHED = "unmatched"  # the route label of a path no route matches: never the
 POOL_UPDATE_SECONDS = 1.0
 
 
-class MetricsSettingsSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
+class MetricsSettings(SettingsSchema):
+    enabled = boolean("METRICS_ENABLED", False)
+    multiprocess_dir = text("PROMETHEUS_MULTIPROC_DIR")
 
-    multiprocess_dir = fields.String(load_default=None, data_key="PROMETHEUS_MULTIPROC_DIR")
+
+def _enabled(lumen) -> bool:
+    return lumen.settings_of(MetricsSettings).enabled
 
 
 # ---------------------------------------------------------------------------
@@ -53,32 +50,41 @@ class MetricsSettingsSchema(Schema):
 
 
 @hookimpl
+def lumen_settings():
+    return MetricsSettings
+
+
+@hookimpl
 def lumen_startup(lumen):
-    lumen.metrics = None
-    if lumen.settings.metrics_enabled:
+    if _enabled(lumen):
         multiprocess_dir(lumen)  # a bad setting stops start-up, before any worker serves
 
 
 @hookimpl
+def lumen_metrics(lumen, registry):
+    # Only with the web app: a process that never serves (the gunicorn master, a CLI command)
+    # creates no metrics and so writes no files.
+    if _enabled(lumen):
+        lumen.state[NAME] = Metrics(lumen, registry)
+
+
+@hookimpl
 def lumen_middleware(lumen):
-    if not lumen.settings.metrics_enabled:
+    if NAME not in lumen.state:
         return []
-    # Built with the web app rather than at start-up: a process that never serves (the gunicorn
-    # master, a CLI command) creates no metrics and so writes no files.
-    lumen.metrics = Metrics(lumen)
-    return [(ORDER, RequestMetricsMiddleware(lumen.metrics))]
+    return [(slots.OUTERMOST, RequestMetricsMiddleware(lumen.state[NAME]))]
 
 
 @hookimpl
 def lumen_routes(lumen):
-    if not lumen.settings.metrics_enabled:
+    if NAME not in lumen.state:
         return []
-    return [("/metrics", MetricsResource(lumen))]
+    return [("/metrics", MetricsResource(lumen.state[NAME]))]
 
 
 @hookimpl
 def lumen_openapi(lumen, spec):
-    if lumen.settings.metrics_enabled:
+    if NAME in lumen.state:
         operation(spec, "/metrics", "get")["responses"]["200"] = {
             "description": "Prometheus text format",
             "content": {"text/plain": {"schema": {"type": "string"}}},
@@ -89,7 +95,7 @@ def multiprocess_dir(lumen) -> str | None:
     """PROMETHEUS_MULTIPROC_DIR, checked and made if missing (gunicorn's on_starting empties
     it; ``lumen serve`` starts the plugins before that). prometheus_client reads the variable
     from the process environment when first imported, so it must be there too."""
-    directory = load_section(MetricsSettingsSchema(), lumen.settings.environ)["multiprocess_dir"]
+    directory = lumen.settings_of(MetricsSettings).multiprocess_dir
     if directory is None:
         return None
     writes_files = values.ValueClass is not values.MutexValue
@@ -118,10 +124,10 @@ def multiprocess_dir(lumen) -> str | None:
 class Metrics:
     """The app's registry, the request and pool metrics, and the scrape."""
 
-    def __init__(self, lumen):
+    def __init__(self, lumen, registry: CollectorRegistry):
         self.lumen = lumen
         self.directory = multiprocess_dir(lumen)
-        self.registry = CollectorRegistry()
+        self.registry = registry
         if self.directory is None:
             # What prometheus_client's default registry has (not available across processes).
             ProcessCollector(registry=self.registry)
@@ -150,8 +156,6 @@ class Metrics:
         self._pool_due = 0.0
         self.update_pool()
         self._children: dict[tuple[str, str, str], tuple] = {}
-        self._router: CompiledRouter | None = None
-        call_each(lumen.pm, "lumen_metrics", isolate=False, lumen=lumen, registry=self.registry)
 
     def _pool_gauge(self, figure: str, documentation: str) -> Gauge:
         return Gauge(
@@ -186,17 +190,11 @@ class Metrics:
         children[1].observe(seconds)
 
     def route_of(self, req: falcon.Request) -> str:
-        """The matched route template. A request answered before routing (a 401 from the auth
-        middleware, a preflight, a rate-limit refusal) is matched here against the same routes."""
+        """The matched route template. A request answered before routing (a preflight, a
+        rate-limit refusal) is matched against the app's own router."""
         if req.uri_template is not None:
             return req.uri_template
-        if self._router is None:
-            router = CompiledRouter()
-            for template, (_, resource) in self.lumen.routes.items():
-                router.add_route(template, resource)
-            self._router = router
-        found = self._router.find(req.path)
-        return found[3] if found else UNMATCHED
+        return self.lumen.route_template(req.path) or UNMATCHED
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The scrape body and its content type (OpenMetrics when the scraper asks for it)."""
@@ -232,11 +230,13 @@ class RequestMetricsMiddleware:
 
 
 class MetricsResource:
-    def __init__(self, lumen):
-        self.lumen = lumen
+    authenticate = False  # the scraper sends no token; keep /metrics reachable by it alone
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Every metric, in the Prometheus text format."""
-        body, content_type = self.lumen.metrics.exposition(req.get_header("Accept"))
+        body, content_type = self.metrics.exposition(req.get_header("Accept"))
         resp.data = body
         resp.content_type = content_type

@@ -119,7 +119,7 @@ def make_app(environ, backend, clean_db):
 
     yield build
     for app in apps:
-        app.lumen.call_each("lumen_shutdown", lumen=app.lumen)
+        app.lumen.shutdown()
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 import pytest
 
-from lumen.config import ConfigError, load_settings, mask_url
+from lumen.config import ConfigError, CoreSettingsSchema, load_settings, shown
+from lumen.secrets import mask_url
 
 pytestmark = pytest.mark.unit
 
@@ -16,9 +17,8 @@ def test_defaults_give_an_embedded_service(tmp_path, monkeypatch):
     assert settings.redis_url is None
     assert settings.environment == "development"
     assert settings.storage_path == str(tmp_path / "storage")
-    assert settings.max_storage_gb == 40 and settings.cache_ttl_days == 7
+    assert settings.max_storage_gb == 40 and settings.redis_timeout_ms == 50
     assert settings.debug is False and settings.log_level == "INFO"
-    assert settings.cache_warmup_batch_size == 50 and settings.location_cache_size == 1000
     assert settings.enabled_plugins is None
 
 
@@ -88,9 +88,9 @@ def test_secrets_are_masked():
             "REDIS_PASSWORD": "sesame99",
         }
     )
-    shown = repr(settings.masked())
-    assert "hunter22" not in shown and "sesame99" not in shown
-    assert settings.masked()["DATABASE_URL"] == "postgresql+psycopg2://lumen:********@db/lumen"
+    values = shown(CoreSettingsSchema, settings.environ)
+    assert "hunter22" not in repr(values) and "sesame99" not in repr(values)
+    assert values["DATABASE_URL"] == "postgresql://lumen:********@db/lumen"
     assert mask_url("redis://cache:6379") == "redis://cache:6379"
     with pytest.raises(ConfigError) as caught:
         load_settings({"DB_PASSWORD": "", "DB_POOL_SIZE": "x", "REDIS_PASSWORD": "sesame99"})

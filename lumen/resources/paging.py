@@ -8,10 +8,10 @@ from urllib.parse import urlencode
 
 import falcon
 
+from lumen.models import MAX_INTEGER
 from lumen.schemas import int_param
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
-MAX_OFFSET = 2**31 - 1  # beyond what a database integer holds
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,12 @@ class Page:
     def from_request(cls, req: falcon.Request) -> Page:
         return cls(
             limit=int_param(req, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-            offset=int_param(req, "offset", 0, 0, MAX_OFFSET),
+            offset=int_param(req, "offset", 0, 0, MAX_INTEGER),
         )
+
+    @classmethod
+    def first(cls) -> Page:
+        return cls(limit=DEFAULT_LIMIT, offset=0)
 
     def respond(self, req: falcon.Request, resp: falcon.Response, items: list, total: int):
         resp.media = items

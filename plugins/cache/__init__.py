@@ -8,63 +8,60 @@ from __future__ import annotations
 
 import logging
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import validate
 
-from lumen import hookimpl
-from lumen.config import load_section, positive_int
-from lumen_plugins.cache import invalidation
+from lumen import SettingsSchema, boolean, hookimpl, positive_int, positive_number, text
 from lumen_plugins.cache.breaker import CLOSED, Breaker
 from lumen_plugins.cache.cache import Cache
 from lumen_plugins.cache.keys import PREFIX_RULE, Keys
 from lumen_plugins.cache.stats import Stats, totals
-from lumen_plugins.cache.store import RedisStore, Unavailable, connect
+from lumen_plugins.cache.store import RedisStore, Unavailable
 from lumen_plugins.cache.warmup import warm_once
 
 log = logging.getLogger(__name__)
 
+NAME = "cache"
 # The health check's hit rate: over this window, and only once there is this much traffic.
 HIT_RATE_WINDOW_MINUTES = 5
 HIT_RATE_MIN_LOOKUPS = 100
 HIT_RATE_WARN_BELOW = 70.0
 
 
-class CacheSettingsSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    key_prefix = fields.String(
-        load_default="lumen",
+class CacheSettings(SettingsSchema):
+    key_prefix = text(
+        "CACHE_KEY_PREFIX",
+        "lumen",
         validate=[
             validate.Length(max=64),
             validate.Regexp(
                 PREFIX_RULE, error="must be letters, digits, '_', '.', '-' in parts joined by ':'"
             ),
         ],
-        data_key="CACHE_KEY_PREFIX",
     )
-    timeout_ms = positive_int("CACHE_REDIS_TIMEOUT_MS", 50)
+    ttl_days = positive_number("CACHE_TTL_DAYS", 7.0)
     breaker_failures = positive_int("CACHE_BREAKER_FAILURES", 5)
-    breaker_cooldown_s = fields.Float(
-        load_default=5.0,
-        validate=validate.Range(min=0, min_inclusive=False),
-        data_key="CACHE_BREAKER_COOLDOWN_S",
-    )
+    breaker_cooldown_s = positive_number("CACHE_BREAKER_COOLDOWN_S", 5.0)
     lock_wait_ms = positive_int("CACHE_LOCK_WAIT_MS", 200, minimum=0)
+    warmup_enabled = boolean("CACHE_WARMUP_ENABLED", False)
     warmup_photos = positive_int("CACHE_WARMUP_PHOTOS", 1000, minimum=0)
+    warmup_batch_size = positive_int("CACHE_WARMUP_BATCH_SIZE", 50)
 
 
-def build_cache(settings) -> Cache:
-    values = load_section(CacheSettingsSchema(), settings.environ)
-    keys, stats = Keys(values["key_prefix"]), Stats()
+def build_cache(lumen) -> Cache:
+    section = lumen.settings_of(CacheSettings)
+    keys, stats = Keys(section.key_prefix), Stats()
     store = None
-    if settings.redis_url:
-        client = connect(settings.redis_url, settings.redis_password, values["timeout_ms"] / 1000)
-        ttl_seconds = max(1, int(settings.cache_ttl_days * 86400))
-        breaker = Breaker(values["breaker_failures"], values["breaker_cooldown_s"])
-        store = RedisStore(client, keys, ttl_seconds, breaker, stats)
+    if lumen.redis is not None:
+        ttl_seconds = max(1, int(section.ttl_days * 86400))
+        breaker = Breaker(section.breaker_failures, section.breaker_cooldown_s)
+        store = RedisStore(lumen.redis, keys, ttl_seconds, breaker, stats)
     else:
         log.info("cache off: REDIS_URL is not set, every read goes to the database")
-    return Cache(store, keys, stats, values["lock_wait_ms"] / 1000, values)
+    return Cache(store, keys, stats, section.lock_wait_ms / 1000, section)
+
+
+def cache_of(lumen) -> Cache:
+    return lumen.state[NAME]
 
 
 # ---------------------------------------------------------------------------
@@ -73,18 +70,23 @@ def build_cache(settings) -> Cache:
 
 
 @hookimpl
+def lumen_settings():
+    return CacheSettings
+
+
+@hookimpl
 def lumen_startup(lumen):
-    lumen.cache = build_cache(lumen.settings)
+    lumen.state[NAME] = build_cache(lumen)
 
 
 @hookimpl
 def lumen_shutdown(lumen):
-    lumen.cache.close()
+    cache_of(lumen).close()
 
 
 @hookimpl
 def lumen_before_serve(lumen):
-    warm_once(lumen)
+    warm_once(lumen, cache_of(lumen))
 
 
 @hookimpl
@@ -95,40 +97,18 @@ def lumen_cli(group):
 
 
 # ---------------------------------------------------------------------------
-# Read-through and invalidation
+# Read-through and purges
 # ---------------------------------------------------------------------------
 
 
 @hookimpl
-def lumen_cached(lumen, key, loader):
-    return lumen.cache.get(key, loader)
-
-
-def _invalidate_photo(lumen, event: str, photo, changes) -> None:
-    lumen.cache.invalidate(
-        invalidation.photo_changed(lumen.cache.keys, event, photo, changes), event
-    )
+def lumen_cached(lumen, key, tags, loader):
+    return cache_of(lumen).get(key, tags, loader)
 
 
 @hookimpl
-def lumen_photo_created(lumen, photo, changes):
-    _invalidate_photo(lumen, invalidation.PHOTO_CREATED, photo, changes)
-
-
-@hookimpl
-def lumen_photo_updated(lumen, photo, changes):
-    _invalidate_photo(lumen, invalidation.PHOTO_UPDATED, photo, changes)
-
-
-@hookimpl
-def lumen_photo_deleted(lumen, photo, changes):
-    _invalidate_photo(lumen, invalidation.PHOTO_DELETED, photo, changes)
-
-
-@hookimpl
-def lumen_user_updated(lumen, user, changes):
-    plan = invalidation.user_changed(lumen.cache.keys, user, changes)
-    lumen.cache.invalidate(plan, invalidation.USER_UPDATED)
+def lumen_purge(lumen, tags):
+    cache_of(lumen).purge(tags)
 
 
 # ---------------------------------------------------------------------------
@@ -138,7 +118,7 @@ def lumen_user_updated(lumen, user, changes):
 
 @hookimpl
 def lumen_metrics(lumen, registry):
-    lumen.cache.stats.register(registry)
+    cache_of(lumen).stats.register(registry)
 
 
 def _check(value, unit, status: str, output: str) -> dict:
@@ -178,7 +158,7 @@ def check_breaker(cache: Cache) -> dict:
 
 @hookimpl
 def lumen_health_checks(lumen):
-    cache = lumen.cache
+    cache = cache_of(lumen)
     checks = {"cache:breaker": lambda: check_breaker(cache)}
     if cache.enabled:
         checks["cache:hitRate"] = lambda: check_hit_rate(cache)

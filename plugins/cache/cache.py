@@ -1,4 +1,5 @@
-"""The read-through cache the core reaches through ``lumen.cached(key, loader)``."""
+"""The read-through cache the core reaches through ``lumen.cached(key, tags, loader)``, and the
+purge of tags after each committed change. It knows keys and tags, never what they mean."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lumen_plugins.cache.invalidation import Plan
 from lumen_plugins.cache.keys import Keys
 from lumen_plugins.cache.stats import Stats
 from lumen_plugins.cache.store import RedisStore, Unavailable
@@ -23,8 +23,8 @@ def encode(value: Any) -> bytes:
 
 
 class Cache:
-    """``lumen.cache``: one per app. Without a store (no REDIS_URL) every call goes to the
-    loader."""
+    """The plugin's state, one per app (``lumen.state["cache"]``). Without a store (no
+    REDIS_URL) every call goes to the loader."""
 
     def __init__(
         self,
@@ -32,19 +32,19 @@ class Cache:
         keys: Keys,
         stats: Stats,
         lock_wait: float,
-        settings: dict[str, Any],
+        settings,
     ):
         self.store = store
         self.keys = keys
         self.stats = stats
         self.lock_wait = lock_wait
-        self.settings = settings  # the plugin's own variables (CACHE_*), loaded at start
+        self.settings = settings  # the plugin's own section (CACHE_*)
 
     @property
     def enabled(self) -> bool:
         return self.store is not None
 
-    def get(self, key: str, loader: Callable[[], Any]) -> Any:
+    def get(self, key: str, tags: tuple[str, ...], loader: Callable[[], Any]) -> Any:
         """The cached value of ``key``, or ``loader()``'s, stored for the next reader.
 
         On a miss one caller (the holder of the key's lock) loads while the others wait up to
@@ -52,9 +52,7 @@ class Cache:
         """
         if self.store is None or self.store.breaker.resting:
             return loader()
-        entry = self.keys.entry(key)
-        if entry is None:
-            return loader()
+        entry = self.keys.entry(key, tags)
         try:
             found = self.store.lookup(entry, lock=True, count=True)
         except Unavailable:
@@ -82,15 +80,16 @@ class Cache:
         self._quietly(lambda: self.store.store(entry, found.stamp, encode(value), found.lock_token))
         return value
 
-    def invalidate(self, plan: Plan, event: str) -> None:
+    def purge(self, tags: tuple[str, ...]) -> None:
+        """Every entry that depends on one of ``tags`` stops being served."""
         if self.store is None:
             return
-        if self.store.invalidate(plan.generations, plan.deletions):
+        if self.store.invalidate(tuple(self.keys.generation(tag) for tag in tags)):
             self.stats.count("invalidations")
         else:
             log.error(
-                "cache invalidation failed; the namespace is renewed once Redis answers",
-                extra={"event": event, "generations": list(plan.generations)},
+                "cache purge failed; the namespace is renewed once Redis answers",
+                extra={"tags": list(tags)},
             )
 
     @staticmethod

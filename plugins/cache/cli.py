@@ -7,7 +7,8 @@ import json
 import click
 from tqdm import tqdm
 
-from lumen.cli import fail
+from lumen import fail, pass_lumen
+from lumen_plugins.cache import cache_of
 from lumen_plugins.cache.stats import totals
 from lumen_plugins.cache.store import Unavailable
 from lumen_plugins.cache.warmup import warm
@@ -15,8 +16,8 @@ from lumen_plugins.cache.warmup import warm
 WINDOWS = {"5m": 5, "1h": 60, "24h": 24 * 60}
 
 
-def _cache(obj):
-    cache = obj.lumen.cache
+def _cache(lumen):
+    cache = cache_of(lumen)
     if not cache.enabled:
         fail("caching is off: REDIS_URL is not set", code=1)
     return cache
@@ -29,35 +30,34 @@ def cache_group():
 
 @cache_group.command("warm")
 @click.option("--photos", type=click.IntRange(min=0), help="How many newest public photos.")
-@click.pass_obj
-def warm_command(obj, photos):
+@pass_lumen
+def warm_command(lumen, photos):
     """Load the newest public photos and the front page into the cache."""
-    cache = _cache(obj)
-    lumen = obj.lumen
-    photos = cache.settings["warmup_photos"] if photos is None else photos
-    with tqdm(total=photos, unit="photo", disable=None) as bar:
+    cache = _cache(lumen)
+    photos = cache.settings.warmup_photos if photos is None else photos
+    with tqdm(total=photos + 1, unit="entry", disable=None) as bar:
         try:
-            result = warm(lumen, photos, lumen.settings.cache_warmup_batch_size, bar.update)
+            result = warm(lumen, cache, photos, bar.update)
         except Unavailable:
             fail("Redis is unavailable", code=1)
     click.echo(f"warmed {result['stored']} entries ({result['photos']} photos looked at)")
 
 
 @cache_group.command("clear")
-@click.pass_obj
-def clear_command(obj):
+@pass_lumen
+def clear_command(lumen):
     """Delete every key under this deployment's prefix, and nothing else."""
-    cache = _cache(obj)
+    cache = _cache(lumen)
     deleted = cache.store.clear()
     click.echo(f"deleted {deleted} keys under {cache.keys.pattern}")
 
 
 @cache_group.command("stats")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-@click.pass_obj
-def stats_command(obj, as_json):
+@pass_lumen
+def stats_command(lumen, as_json):
     """Hits, misses, hit rate, invalidations and errors of every worker, by time window."""
-    cache = _cache(obj)
+    cache = _cache(lumen)
     try:
         buckets = cache.store.minute_buckets(WINDOWS["24h"])
     except Unavailable:

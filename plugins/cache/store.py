@@ -22,9 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
-from redis.retry import Retry
 
 from lumen_plugins.cache.breaker import Breaker
 from lumen_plugins.cache.keys import Entry, Keys
@@ -37,47 +35,53 @@ LOCK_TTL_MS = 5000
 # idle process does not leave other workers serving what it could not invalidate.
 RECOVERY_INTERVAL_SECONDS = 0.5
 
+# A generation that does not exist yet reads as MISSING: a lookup creates nothing, so a read of
+# something that is never stored (a 404) leaves no key behind but its short-lived lock.
+MISSING = "-"
+
 # KEYS: data, lock, stats bucket, generations...
-# ARGV: fresh token, ttl s, lock token ('' = do not lock), lock ttl ms, count (1/0), stats ttl s
+# ARGV: lock token ('' = do not lock), lock ttl ms, count (1/0), stats ttl s
 LOOKUP = """
 local stamp = {}
 for i = 4, #KEYS do
-  local generation = redis.call('GET', KEYS[i])
-  if not generation then
-    generation = ARGV[1] .. i
-    redis.call('SET', KEYS[i], generation, 'EX', ARGV[2])
-  end
-  stamp[#stamp + 1] = generation
+  stamp[#stamp + 1] = redis.call('GET', KEYS[i]) or '-'
 end
 stamp = table.concat(stamp, ':')
 local entry = redis.call('HMGET', KEYS[1], 's', 'v')
 local outcome = 'misses'
 if entry[1] == stamp then outcome = 'hits' end
-if ARGV[5] == '1' then
+if ARGV[3] == '1' then
   redis.call('HINCRBY', KEYS[3], outcome, 1)
-  redis.call('EXPIRE', KEYS[3], ARGV[6])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
 end
 if outcome == 'hits' then return {1, entry[2]} end
 local locked = 0
-if ARGV[3] ~= '' and redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
+if ARGV[1] ~= '' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   locked = 1
 end
 return {0, stamp, locked}
 """
 
-# KEYS: data, lock, generations...   ARGV: stamp, value, ttl s, lock token ('' = none)
+# Stores only if no generation changed since the stamp was read; a generation still missing
+# is created now, as a real entry depends on it. Generations live as long as their entries.
+# KEYS: data, lock, generations...   ARGV: stamp, value, ttl s, lock token ('' = none), token
 STORE = """
 local current = {}
 for i = 3, #KEYS do
-  local generation = redis.call('GET', KEYS[i])
-  if not generation then current = nil break end
-  current[#current + 1] = generation
+  current[#current + 1] = redis.call('GET', KEYS[i]) or '-'
 end
 local stored = 0
-if current and table.concat(current, ':') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 's', ARGV[1], 'v', ARGV[2])
+if table.concat(current, ':') == ARGV[1] then
+  for i = 3, #KEYS do
+    if current[i - 2] == '-' then
+      current[i - 2] = ARGV[5] .. i
+      redis.call('SET', KEYS[i], current[i - 2], 'EX', ARGV[3])
+    else
+      redis.call('EXPIRE', KEYS[i], ARGV[3])
+    end
+  end
+  redis.call('HSET', KEYS[1], 's', table.concat(current, ':'), 'v', ARGV[2])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
-  for i = 3, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
   stored = 1
 end
 if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
@@ -104,19 +108,6 @@ class Lookup:
 
 def fresh_token() -> str:
     return secrets.token_hex(8)
-
-
-def connect(url: str, password: str | None, timeout: float) -> redis.Redis:
-    """A client with short timeouts and no retries: a retry would double the time a request
-    spends on a Redis that is not answering."""
-    return redis.Redis.from_url(
-        url,
-        password=password or None,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
 
 
 class _Script:
@@ -160,7 +151,7 @@ class RedisStore:
     def store(self, entry: Entry, stamp: bytes, value: bytes, lock_token: str | None) -> bool:
         """Write the value if the entry's generations still match ``stamp``; free the lock."""
         keys = [entry.data, entry.lock, *entry.generations]
-        args = [stamp, value, self.ttl, lock_token or ""]
+        args = [stamp, value, self.ttl, lock_token or "", fresh_token()]
         return bool(self._call(lambda: self._evalsha("store", keys, args)))
 
     def release(self, entry: Entry, lock_token: str) -> None:
@@ -185,7 +176,7 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=False)
             for entry, stamp, value in items:
                 keys = [entry.data, entry.lock, *entry.generations]
-                self._queue(pipe, "store", keys, [stamp, value, self.ttl, ""])
+                self._queue(pipe, "store", keys, [stamp, value, self.ttl, "", fresh_token()])
             return sum(pipe.execute())
 
         return self._call(run)
@@ -193,13 +184,13 @@ class RedisStore:
     def _lookup_args(self, entry: Entry, token: str, count: bool) -> tuple[list, list]:
         bucket = self.keys.stats_bucket(current_minute())
         keys = [entry.data, entry.lock, bucket, *entry.generations]
-        args = [fresh_token(), self.ttl, token, LOCK_TTL_MS, int(count), self.bucket_ttl]
-        return keys, args
+        return keys, [token, LOCK_TTL_MS, int(count), self.bucket_ttl]
 
     # --- invalidation ------------------------------------------------------------------------
 
-    def invalidate(self, generations: tuple[str, ...], deletions: tuple[str, ...]) -> bool:
-        """Bump the generations and drop the entries, in one transaction.
+    def invalidate(self, generations: tuple[str, ...]) -> bool:
+        """Bump the generations, in one transaction (created where missing: a reader that saw
+        one missing must not store what it loaded before this change).
 
         Tried even while the breaker is open: skipping it would let another worker, which can
         reach Redis, serve what this write changed. On failure the namespace is renewed as soon
@@ -210,8 +201,6 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=True)
             for generation in generations:
                 pipe.set(generation, fresh_token(), ex=self.ttl)
-            if deletions:
-                pipe.unlink(*deletions)
             self._count(pipe, "invalidations", 1)
             pipe.execute()
             return True
@@ -364,7 +353,6 @@ class RedisStore:
         recovery = self._recovery
         if recovery is not None:
             recovery.join(timeout=2)
-        self.client.close()
 
 
 _SCRIPTS = {"lookup": LOOKUP, "store": STORE, "release": RELEASE}

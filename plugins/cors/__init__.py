@@ -16,36 +16,32 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from lumen import hookimpl
+from lumen import hookimpl, slots
 from lumen_plugins.cors.middleware import REASONS, CorsMiddleware, Rejections
-from lumen_plugins.cors.policy import CorsPolicy, build_policy
+from lumen_plugins.cors.policy import CorsPolicy, CorsSettings, build_policy
 
 log = logging.getLogger(__name__)
 
-# Before the session (400) and authentication (450): a preflight never touches either.
-CORS_ORDER = 200
+NAME = "cors"
 
 
 @dataclass
 class CorsState:
-    """What the plugin keeps per app, as ``lumen.cors``."""
+    """What the plugin keeps per app, as ``lumen.state["cors"]``."""
 
-    policy: CorsPolicy | None = None
+    policy: CorsPolicy
     rejections: Rejections = field(default_factory=Rejections)
 
 
-def _state(lumen) -> CorsState:
-    # lumen_metrics may run before or after lumen_startup, depending on plugin order.
-    state = getattr(lumen, "cors", None)
-    if state is None:
-        state = lumen.cors = CorsState()
-    return state
+@hookimpl
+def lumen_settings():
+    return CorsSettings
 
 
 @hookimpl
 def lumen_startup(lumen) -> None:
-    policy = build_policy(lumen.settings)
-    _state(lumen).policy = policy
+    policy = build_policy(lumen.settings_of(CorsSettings), lumen.settings.environment)
+    lumen.state[NAME] = CorsState(policy)
     log.info(
         "cors policy",
         extra={
@@ -59,8 +55,8 @@ def lumen_startup(lumen) -> None:
 
 @hookimpl
 def lumen_middleware(lumen) -> list[tuple[int, Any]]:
-    state = _state(lumen)
-    return [(CORS_ORDER, CorsMiddleware(state.policy, state.rejections))]
+    state = lumen.state[NAME]
+    return [(slots.CORS, CorsMiddleware(state.policy, state.rejections))]
 
 
 @hookimpl
@@ -76,4 +72,4 @@ def lumen_metrics(lumen, registry) -> None:
     )
     for reason in REASONS:
         metric.labels(reason=reason)
-    _state(lumen).rejections.metric = metric
+    lumen.state[NAME].rejections.metric = metric

@@ -1,7 +1,8 @@
 """The CORS policy: which origins may read Lumen's answers, loaded and checked at start-up.
 
-ALLOWED_ORIGINS is a core setting; CORS_ORIGIN_REGEX, CORS_ALLOW_CREDENTIALS, CORS_MAX_AGE and
-CORS_EXPOSE_HEADERS are this plugin's. A bad value raises ConfigError naming it.
+ALLOWED_ORIGINS, CORS_ORIGIN_REGEX, CORS_ALLOW_CREDENTIALS, CORS_MAX_AGE and CORS_EXPOSE_HEADERS
+are this plugin's; their defaults follow the core's ENVIRONMENT. A bad value raises ConfigError
+naming it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import ValidationError, fields, validate
 
-from lumen.config import ConfigError, load_section
+from lumen import ConfigError, SettingsSchema, boolean, text
 
 DEVELOPMENT_ORIGINS = tuple(
     f"http://{host}:{port}" for host in ("localhost", "127.0.0.1") for port in (3000, 5173, 8080)
@@ -97,21 +98,15 @@ def _valid_header_list(value: str) -> None:
             raise ValidationError(f"{name!r} is not a header name")
 
 
-class CorsSettingsSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    origin_regex = fields.String(
-        load_default=None, validate=_valid_origin_regex, data_key="CORS_ORIGIN_REGEX"
-    )
-    allow_credentials = fields.Boolean(load_default=False, data_key="CORS_ALLOW_CREDENTIALS")
+class CorsSettings(SettingsSchema):
+    allowed_origins = text("ALLOWED_ORIGINS")
+    origin_regex = text("CORS_ORIGIN_REGEX", validate=_valid_origin_regex)
+    allow_credentials = boolean("CORS_ALLOW_CREDENTIALS", False)
     # Browsers cap it anyway (Chromium at 2 hours, Firefox at 24).
     max_age = fields.Integer(
         load_default=600, validate=validate.Range(min=0, max=86400), data_key="CORS_MAX_AGE"
     )
-    expose_headers = fields.String(
-        load_default=None, validate=_valid_header_list, data_key="CORS_EXPOSE_HEADERS"
-    )
+    expose_headers = text("CORS_EXPOSE_HEADERS", validate=_valid_header_list)
 
 
 def split(value: str) -> list[str]:
@@ -166,24 +161,24 @@ class CorsPolicy:
         return self.origin_regex is not None and self.origin_regex.fullmatch(origin) is not None
 
 
-def build_policy(settings) -> CorsPolicy:
-    """The policy from the settings; raises ConfigError naming the first bad variable."""
-    section = load_section(CorsSettingsSchema(), settings.environ)
-    origins, any_origin = allowed_origins(settings.allowed_origins, settings.environment)
-    if section["allow_credentials"] and (any_origin or "null" in origins):
+def build_policy(section, environment: str) -> CorsPolicy:
+    """The policy from the plugin's settings (a loaded CorsSettings) and the deployment's
+    ENVIRONMENT; raises ConfigError naming the first bad variable."""
+    origins, any_origin = allowed_origins(section.allowed_origins, environment)
+    if section.allow_credentials and (any_origin or "null" in origins):
         raise ConfigError(
             "CORS_ALLOW_CREDENTIALS",
-            settings.environ.get("CORS_ALLOW_CREDENTIALS"),
+            "true",
             "must not be true while ALLOWED_ORIGINS has '*' or 'null'",
         )
-    extra = split(section["expose_headers"] or "")
+    extra = split(section.expose_headers or "")
     known = {name.lower() for name in EXPOSED_HEADERS}
-    regex = section["origin_regex"]
+    regex = section.origin_regex
     return CorsPolicy(
         origins=origins,
         any_origin=any_origin,
         origin_regex=re.compile(regex) if regex else None,
-        allow_credentials=section["allow_credentials"],
-        max_age=section["max_age"],
+        allow_credentials=section.allow_credentials,
+        max_age=section.max_age,
         expose_headers=EXPOSED_HEADERS + tuple(n for n in extra if n.lower() not in known),
     )

@@ -10,17 +10,24 @@ from __future__ import annotations
 import os
 
 from lumen import hookimpl
-from lumen.config import load_section
 from lumen_plugins.locations import cli, openapi, resources
-from lumen_plugins.locations.service import Locations, LocationsSettingsSchema
+from lumen_plugins.locations.service import Locations, LocationsSettings
+
+NAME = "locations"
 
 
-@hookimpl(tryfirst=True)
+def locations_of(lumen) -> Locations:
+    return lumen.state[NAME]
+
+
+@hookimpl
+def lumen_settings():
+    return LocationsSettings
+
+
+@hookimpl
 def lumen_startup(lumen):
-    # First, so lumen.locations exists when the metrics plugin's start-up calls lumen_metrics.
-    lumen.locations = Locations(
-        lumen, load_section(LocationsSettingsSchema(), lumen.settings.environ)
-    )
+    lumen.state[NAME] = Locations(lumen, lumen.settings_of(LocationsSettings))
 
 
 @hookimpl
@@ -30,7 +37,7 @@ def lumen_migrations(lumen):
 
 @hookimpl
 def lumen_routes(lumen):
-    return resources.routes(lumen.locations)
+    return resources.routes(locations_of(lumen))
 
 
 @hookimpl
@@ -40,30 +47,30 @@ def lumen_cli(group):
 
 @hookimpl
 def lumen_before_serve(lumen):
-    lumen.locations.import_if_empty()
+    locations_of(lumen).import_if_empty()
 
 
 @hookimpl
 def lumen_nearest_location(lumen, latitude, longitude):
-    return lumen.locations.nearest(latitude, longitude)
+    return locations_of(lumen).nearest(latitude, longitude)
 
 
 @hookimpl
 def lumen_location_lookup(lumen, location_ids):
-    return lumen.locations.lookup(location_ids)
+    return locations_of(lumen).lookup(location_ids)
 
 
 @hookimpl
 def lumen_health_checks(lumen):
     return {
-        "locations:data": lumen.locations.data_check,
-        "locations:cache": lumen.locations.cache_check,
+        "locations:data": locations_of(lumen).data_check,
+        "locations:cache": locations_of(lumen).cache_check,
     }
 
 
 @hookimpl
 def lumen_metrics(lumen, registry):
-    lumen.locations.register_metrics(registry)
+    locations_of(lumen).register_metrics(registry)
 
 
 @hookimpl

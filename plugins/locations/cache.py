@@ -1,5 +1,5 @@
-"""What each worker keeps in memory: the LRU of search answers (LOCATION_CACHE_SIZE entries; 0
-turns it off), and the watch on the imported data's version that empties it.
+"""The watch on the imported data's version that empties each worker's LRU of search answers
+(LOCATION_CACHE_SIZE entries; 0 turns it off).
 
 An import bumps a version number in the database. Every worker reads it at most once a second
 (one primary-key read) and, when it changed, empties its LRU and reloads what else it keeps of
@@ -11,57 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger(__name__)
 
 VERSION_CHECK_SECONDS = 1.0
-
-
-class SearchCache:
-    """A thread-safe LRU (gthread workers share it between threads) counting hits and misses."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.hits = self.misses = 0
-        self._entries: OrderedDict[Hashable, object] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @property
-    def enabled(self) -> bool:
-        return self.capacity > 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, key: Hashable):
-        """The cached answer, or None (counted as a miss)."""
-        if not self.enabled:
-            return None
-        with self._lock:
-            value = self._entries.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
-            return value
-
-    def put(self, key: Hashable, value) -> None:
-        if not self.enabled:
-            return
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
 
 
 class VersionWatch:

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from lumen.cli import pass_context
+from lumen import pass_lumen
 from lumen_plugins.locations.gazetteer import DATASETS
 
 
@@ -30,11 +30,13 @@ def locations():
     type=click.IntRange(min=0),
     help="Leave out smaller places (default LOCATIONS_MIN_POPULATION, 0).",
 )
-@pass_context
-def import_command(obj, dataset, min_population):
+@pass_lumen
+def import_command(lumen, dataset, min_population):
     """Replace the imported cities and their names, in one transaction."""
+    from lumen_plugins.locations import locations_of
+
     started = time.perf_counter()
-    built = obj.lumen.locations.import_gazetteer(dataset, min_population, progress=True)
+    built = locations_of(lumen).import_gazetteer(dataset, min_population, progress=True)
     click.echo(
         f"imported {len(built.cities):,} cities and {len(built.names):,} names "
         f"({built.dataset}, population >= {built.min_population:,}) "

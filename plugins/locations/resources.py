@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import falcon
 
+from lumen import MAX_INTEGER
 from lumen_plugins.locations.query import parse_point, parse_search
-
-MAX_ID = "2147483647"
 
 
 class LocationSearchResource:
@@ -50,7 +49,7 @@ def routes(locations) -> list[tuple[str, object]]:
         ("/api/v1/locations", LocationSearchResource(locations)),
         ("/api/v1/locations/nearest", NearestLocationResource(locations)),
         (
-            f"/api/v1/locations/{{location_id:int(min=1, max={MAX_ID})}}",
+            f"/api/v1/locations/{{location_id:int(min=1, max={MAX_INTEGER})}}",
             LocationResource(locations),
         ),
     ]

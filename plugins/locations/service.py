@@ -1,49 +1,40 @@
-"""What the plugin keeps per application (``lumen.locations``): its settings, the search
-LRU and its metrics; and the operations the hooks and resources call."""
+"""What the plugin keeps per application (``lumen.state["locations"]``): its settings, the
+search LRU and its metrics; and the operations the hooks and resources call."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
 
-from marshmallow import EXCLUDE, Schema, fields, validate
 from sqlalchemy import inspect
 
+from lumen import CITIES_TAG, MAX_INTEGER, SettingsSchema, boolean, choice, positive_int
 from lumen_plugins.locations import gazetteer, importer, nearest, search
-from lumen_plugins.locations.cache import SearchCache, VersionWatch
+from lumen_plugins.locations.cache import VersionWatch
 from lumen_plugins.locations.tables import state
 
 log = logging.getLogger(__name__)
 
-# Ids of the INTEGER column; anything larger cannot name a city (and would be a database error).
-MAX_CITY_ID = 2**31 - 1
 
-
-class LocationsSettingsSchema(Schema):
-    """The plugin's variables (LOCATION_CACHE_SIZE is a core setting)."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-    dataset = fields.String(
-        load_default="cities500",
-        validate=validate.OneOf(gazetteer.DATASETS),
-        data_key="LOCATIONS_DATASET",
-    )
-    min_population = fields.Integer(
-        load_default=0, validate=validate.Range(min=0), data_key="LOCATIONS_MIN_POPULATION"
-    )
-    auto_import = fields.Boolean(load_default=True, data_key="LOCATIONS_AUTO_IMPORT")
+class LocationsSettings(SettingsSchema):
+    dataset = choice("LOCATIONS_DATASET", gazetteer.DATASETS, "cities500")
+    min_population = positive_int("LOCATIONS_MIN_POPULATION", 0, minimum=0)
+    auto_import = boolean("LOCATIONS_AUTO_IMPORT", True)
+    cache_size = positive_int("LOCATION_CACHE_SIZE", 1000, minimum=0)
 
 
 class Locations:
-    def __init__(self, lumen, settings: dict):
+    def __init__(self, lumen, settings):
+        self.lumen = lumen
         self.engine = lumen.engine
-        self.dataset: str = settings["dataset"]
-        self.min_population: int = settings["min_population"]
-        self.auto_import: bool = settings["auto_import"]
-        self.cache = SearchCache(lumen.settings.location_cache_size)
+        self.dataset: str = settings.dataset
+        self.min_population: int = settings.min_population
+        self.auto_import: bool = settings.auto_import
+        self.cache_size: int = settings.cache_size
+        # Each worker's answers; functools' LRU is thread-safe and counts hits and misses.
+        self._cached_search = functools.lru_cache(maxsize=self.cache_size)(self._search)
         # Which prefixes have a precomputed answer, and the LRU, follow the imported data.
         self.crowded: frozenset[tuple[str, str]] = frozenset()
         self.watch = VersionWatch(self.data_version, self._data_changed)
@@ -54,25 +45,29 @@ class Locations:
 
     def search(self, folded: str, country: str | None, limit: int) -> list[dict]:
         self.watch.check()
-        key = (folded, country, limit)
-        answer = self.cache.get(key)
+        hits = self._cached_search.cache_info().hits
+        answer = self._cached_search(folded, country, limit)
         if self.searches_counter is not None:
             self.searches_counter.inc()
-            if answer is not None:
+            if self._cached_search.cache_info().hits > hits:
                 self.cache_hits_counter.inc()
-        if answer is None:
-            with self._reading() as connection:
-                answer = search.search(connection, folded, country, limit, self.crowded)
-            self.cache.put(key, answer)
         return answer
+
+    def cache_info(self):
+        """This worker's LRU: hits, misses, maxsize and currsize (functools' CacheInfo)."""
+        return self._cached_search.cache_info()
+
+    def _search(self, folded: str, country: str | None, limit: int) -> list[dict]:
+        with self._reading() as connection:
+            return search.search(connection, folded, country, limit, self.crowded)
 
     def _data_changed(self, version: int) -> None:
         with self._reading() as connection:
             self.crowded = search.crowded_prefixes(connection)
-        self.cache.clear()
+        self._cached_search.cache_clear()
 
     def lookup(self, city_ids) -> dict[int, dict]:
-        wanted = [i for i in city_ids if isinstance(i, int) and 1 <= i <= MAX_CITY_ID]
+        wanted = [i for i in city_ids if isinstance(i, int) and 1 <= i <= MAX_INTEGER]
         if not wanted:
             return {}
         with self._reading() as connection:
@@ -119,6 +114,8 @@ class Locations:
         if not importer.write(self.engine, built, only_if_empty=only_if_empty, progress=progress):
             return None
         self.watch.check_now()
+        # Cached photos and lists embed cities: none may go on showing the old data.
+        self.lumen.purge((CITIES_TAG,))
         log.info(
             "gazetteer imported",
             extra={
@@ -171,16 +168,16 @@ class Locations:
 
     def cache_check(self) -> dict:
         """The "locations:cache" health check: this worker's LRU hits and misses."""
-        cache = self.cache
-        looked_up = cache.hits + cache.misses
+        info = self.cache_info()
+        looked_up = info.hits + info.misses
         return {
             "componentType": "component",
-            "observedValue": round(100 * cache.hits / looked_up, 1) if looked_up else 0,
+            "observedValue": round(100 * info.hits / looked_up, 1) if looked_up else 0,
             "observedUnit": "percent hits",
             "status": "pass",
             "output": (
-                f"{cache.hits} hits, {cache.misses} misses, {len(cache)}/{cache.capacity} entries"
-                if cache.enabled
+                f"{info.hits} hits, {info.misses} misses, {info.currsize}/{info.maxsize} entries"
+                if self.cache_size
                 else "off (LOCATION_CACHE_SIZE=0)"
             ),
         }

@@ -15,10 +15,10 @@ from prometheus_client import CollectorRegistry
 from lumen import errors
 from lumen.auth import unauthorized
 from lumen.cli import cli
-from lumen.config import ConfigError, load_settings
+from lumen.config import ConfigError, load_section, load_settings
 from lumen_plugins import cors
 from lumen_plugins.cors.middleware import REASONS, CorsMiddleware, Rejections, add_vary
-from lumen_plugins.cors.policy import CorsPolicy, build_policy
+from lumen_plugins.cors.policy import CorsPolicy, CorsSettings, build_policy
 
 pytestmark = pytest.mark.security
 
@@ -35,7 +35,8 @@ CORS_HEADERS = (
 
 
 def policy(**environ: str) -> CorsPolicy:
-    return build_policy(load_settings(environ))
+    settings = load_settings(environ)
+    return build_policy(load_section(CorsSettings, environ), settings.environment)
 
 
 def startup_error(**environ: str) -> str:
@@ -513,18 +514,18 @@ def test_rejections_feed_the_prometheus_counter():
     registry = CollectorRegistry()
 
     class FakeLumen:
-        pass
+        state = {"cors": cors.CorsState(policy(ALLOWED_ORIGINS=APP))}
 
     lumen = FakeLumen()
     cors.lumen_metrics(lumen=lumen, registry=registry)
     for reason in REASONS:
         assert registry.get_sample_value("lumen_cors_rejected_total", {"reason": reason}) == 0
-    site = Cors(lumen.cors.rejections, ALLOWED_ORIGINS=APP)
+    site = Cors(lumen.state["cors"].rejections, ALLOWED_ORIGINS=APP)
     site.get(origin="https://evil.example.com")
     site.preflight(method="PUT")
     assert registry.get_sample_value("lumen_cors_rejected_total", {"reason": "origin"}) == 1
     assert registry.get_sample_value("lumen_cors_rejected_total", {"reason": "method"}) == 1
-    assert lumen.cors.rejections.counts == {"origin": 1, "method": 1}
+    assert lumen.state["cors"].rejections.counts == {"origin": 1, "method": 1}
 
 
 # ---------------------------------------------------------------------------
@@ -543,7 +544,7 @@ def real(lumen_app):
 
 
 def test_the_plugin_starts_with_the_app_and_keeps_its_state_on_it(lumen_app):
-    state = lumen_app.lumen.cors
+    state = lumen_app.lumen.state["cors"]
     assert state.policy.origins == {APP}
     assert "cors" in lumen_app.lumen.plugin_names
 
@@ -603,7 +604,7 @@ def test_rejections_reach_the_metrics_hook(lumen_app, real):
     lumen_app.lumen.hook.lumen_metrics(lumen=lumen_app.lumen, registry=registry)
     real.simulate_get("/api/v1/photos", headers={"Origin": "https://evil.example.com"})
     assert registry.get_sample_value("lumen_cors_rejected_total", {"reason": "origin"}) == 1
-    assert lumen_app.lumen.cors.rejections.counts == {"origin": 1}
+    assert lumen_app.lumen.state["cors"].rejections.counts == {"origin": 1}
 
 
 def test_rejections_are_scraped_by_the_metrics_plugin(make_app):

@@ -439,7 +439,7 @@ def test_lru_hits_misses_and_metrics(make_app, imported):
     find(client, "berl", limit=5)  # another key: miss
     find(client, "zur")  # miss; evicts "berl" (limit 10)
     find(client, "berl")  # miss again
-    cache = app.lumen.locations.cache
+    cache = app.lumen.state["locations"].cache_info()
     assert (cache.hits, cache.misses) == (1, 4)
     assert registry.get_sample_value("lumen_location_searches_total") == 5
     assert registry.get_sample_value("lumen_location_cache_hits_total") == 1
@@ -452,7 +452,8 @@ def test_lru_hits_misses_and_metrics(make_app, imported):
 
 
 def test_metrics_through_the_metrics_plugin(make_app, imported):
-    # Listed first, the metrics plugin still finds lumen.locations when it calls lumen_metrics.
+    # Listed first, the metrics plugin still finds the plugin's counters: the core calls
+    # lumen_metrics after every plugin started.
     app = make_app(
         LUMEN_PLUGINS="metrics,locations", METRICS_ENABLED="true", LOCATION_CACHE_SIZE="10"
     )
@@ -480,12 +481,14 @@ def test_openapi_documents_the_parameters(client):
     )
 
 
-def test_search_works_without_metrics_and_without_the_lru(make_app, imported):
+def test_search_works_without_the_metrics_plugin_and_without_the_lru(make_app, imported):
     app = make_app(LUMEN_PLUGINS="locations", LOCATION_CACHE_SIZE="0")
     client = falcon.testing.TestClient(app)
     assert find(client, "berl") == find(client, "berl")
-    assert app.lumen.locations.searches_counter is None
-    assert (app.lumen.locations.cache.hits, app.lumen.locations.cache.misses) == (0, 0)
+    assert client.simulate_get("/metrics").status_code == 404
+    assert app.lumen.metrics_registry.get_sample_value("lumen_location_searches_total") == 2
+    info = app.lumen.state["locations"].cache_info()
+    assert (info.hits, info.misses, info.currsize) == (0, 2, 0)
 
 
 @pytest.mark.slow
@@ -497,16 +500,16 @@ def test_reimport_empties_every_lru_and_searches_never_see_a_half_import(
     through the data version."""
     importing = make_app(LUMEN_PLUGINS="locations", LOCATION_CACHE_SIZE="10")
     serving = make_app(LUMEN_PLUGINS="locations", LOCATION_CACHE_SIZE="10")
-    serving.lumen.locations.watch.check_seconds = 0  # compare the version on every search
+    serving.lumen.state["locations"].watch.check_seconds = 0  # compare the version on every search
     client = falcon.testing.TestClient(serving)
     find(client, "berl")
     find(client, "berl")
-    cache = serving.lumen.locations.cache
-    assert (cache.hits, cache.misses) == (1, 1)
-    version = serving.lumen.locations.data_version()
+    cache = serving.lumen.state["locations"].cache_info
+    assert (cache().hits, cache().misses) == (1, 1)
+    version = serving.lumen.state["locations"].data_version()
 
     answers, failures, done = [], [], threading.Event()
-    crowded = serving.lumen.locations.crowded
+    crowded = serving.lumen.state["locations"].crowded
 
     def search_meanwhile():
         with backend[2].connect() as conn:
@@ -527,9 +530,10 @@ def test_reimport_empties_every_lru_and_searches_never_see_a_half_import(
         thread.join(timeout=30)
     assert failures == []
     assert answers and set(answers) == {ZURICH}
-    assert serving.lumen.locations.data_version() == version + 1
+    assert serving.lumen.state["locations"].data_version() == version + 1
     assert find(client, "berl")[0]["id"] == BERLIN
-    assert (cache.hits, cache.misses) == (1, 2)  # emptied: a miss
+    # Emptied, its statistics too: the search after the re-import was a miss.
+    assert (cache().hits, cache().misses, cache().currsize) == (0, 1, 1)
     assert counts(backend[2]) == (len(imported.cities), len(imported.names))
 
 
@@ -546,7 +550,7 @@ def migrated_sqlite(tmp_path, **env) -> Lumen:
         }
     )
     lumen = Lumen(settings, make_plugin_manager(settings.enabled_plugins))
-    lumen.startup()
+    lumen.start()
     migrate.upgrade(lumen)
     return lumen
 
@@ -557,16 +561,16 @@ SMALL = {"LOCATIONS_DATASET": "cities15000", "LOCATIONS_MIN_POPULATION": "200000
 def test_first_serve_on_an_empty_database_imports_once(tmp_path, caplog):
     lumen = migrated_sqlite(tmp_path, **SMALL)
     try:
-        checks = lumen.locations.data_check()
+        checks = lumen.state["locations"].data_check()
         assert (checks["status"], checks["observedValue"]) == ("warn", 0)
         lumen.hook.lumen_before_serve(lumen=lumen)
-        status = lumen.locations.status()
+        status = lumen.state["locations"].status()
         assert status["version"] == 1 and status["dataset"] == "cities15000"
         assert 50 < status["city_count"] < 500
         lumen.hook.lumen_before_serve(lumen=lumen)  # cities present: nothing to do
-        assert lumen.locations.status()["version"] == 1
-        assert lumen.locations.data_check()["status"] == "pass"
-        assert lumen.locations.nearest(52.52, 13.4)["name"] == "Berlin"
+        assert lumen.state["locations"].status()["version"] == 1
+        assert lumen.state["locations"].data_check()["status"] == "pass"
+        assert lumen.state["locations"].nearest(52.52, 13.4)["name"] == "Berlin"
     finally:
         lumen.shutdown()
 
@@ -575,14 +579,14 @@ def test_auto_import_can_be_turned_off_and_waits_for_the_migration(tmp_path, cap
     lumen = migrated_sqlite(tmp_path, LOCATIONS_AUTO_IMPORT="false", **SMALL)
     try:
         lumen.hook.lumen_before_serve(lumen=lumen)
-        assert lumen.locations.status()["city_count"] == 0
+        assert lumen.state["locations"].status()["city_count"] == 0
     finally:
         lumen.shutdown()
     settings = load_settings(
         {"DATABASE_URL": f"sqlite:///{tmp_path}/unmigrated.db", "LUMEN_PLUGINS": "locations"}
     )
     unmigrated = Lumen(settings, make_plugin_manager(["locations"]))
-    unmigrated.startup()
+    unmigrated.start()
     unmigrated.hook.lumen_before_serve(lumen=unmigrated)  # no tables: a warning, no crash
     assert "lumen db upgrade" in caplog.text
     unmigrated.shutdown()
@@ -595,7 +599,7 @@ def test_bad_settings_stop_start_up_naming_the_variable(tmp_path):
         settings = load_settings({"DATABASE_URL": "sqlite://", variable: value})
         lumen = Lumen(settings, make_plugin_manager(["locations"]))
         with pytest.raises(ConfigError, match=variable):
-            lumen.startup()
+            lumen.start()
 
 
 def test_cli_import(tmp_path, monkeypatch):
@@ -617,7 +621,7 @@ def test_cli_import(tmp_path, monkeypatch):
     )
     assert result.exit_code == 0, result.output
     assert "cities15000, population >= 5,000,000" in result.output
-    status = context.lumen.locations.status()
+    status = context.lumen.state["locations"].status()
     assert status["min_population"] == 5_000_000 and 10 < status["city_count"] < 100
     refused = runner.invoke(cli, ["locations", "import", "--dataset", "nope"], obj=context)
     assert refused.exit_code == 2
@@ -658,7 +662,7 @@ def test_gunicorn_imports_on_first_start_and_every_worker_forgets_old_answers(
         for _ in range(20):  # both workers cache the answer
             assert first_of("berl") == "Berlin"
         # Another process re-imports without Berlin (3.4 million people).
-        lumen.locations.import_gazetteer(min_population=5_000_000)
+        lumen.state["locations"].import_gazetteer(min_population=5_000_000)
         deadline, fresh_in_a_row = time.monotonic() + 15, 0
         while fresh_in_a_row < 20 and time.monotonic() < deadline:
             fresh_in_a_row = fresh_in_a_row + 1 if first_of("berl") != "Berlin" else 0

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from lumen_plugins.locations import gazetteer, nearest, query, search, tables
-from lumen_plugins.locations.cache import SearchCache, VersionWatch
+from lumen_plugins.locations.cache import VersionWatch
 from lumen_plugins.locations.normalise import fold
 
 # --- folding -----------------------------------------------------------------------------------
@@ -326,7 +326,7 @@ def test_nearest_in_an_empty_gazetteer_is_none(grid_engine):
         assert nearest.nearest_city_id(conn, 10, 10) is None
 
 
-# --- the search LRU and the data version ---------------------------------------------------------
+# --- the search LRU's data version -----------------------------------------------------------
 
 
 class Clock:
@@ -335,28 +335,6 @@ class Clock:
 
     def __call__(self):
         return self.now
-
-
-def test_lru_counts_and_evicts_the_least_recently_used():
-    cache = SearchCache(2)
-    assert cache.get("a") is None
-    cache.put("a", [1])
-    cache.put("b", [2])
-    assert cache.get("a") == [1]  # a is now the most recent
-    cache.put("c", [3])  # evicts b
-    assert cache.get("b") is None
-    assert cache.get("c") == [3]
-    assert cache.get("c") == [3]
-    assert (cache.hits, cache.misses, len(cache)) == (3, 2, 2)
-    cache.put("d", [])  # an empty answer is an answer too
-    assert cache.get("d") == []
-
-
-def test_lru_of_size_zero_is_off():
-    cache = SearchCache(0)
-    cache.put("a", [1])
-    assert cache.get("a") is None
-    assert (cache.hits, cache.misses, len(cache)) == (0, 0, 0)
 
 
 def test_version_watch_reads_at_most_once_a_second_and_reports_changes():

@@ -1,0 +1,408 @@
+"""Photos: adding, editing, deleting and reading them, and what each read caches.
+
+The cache contract lives here, beside the domain: every cached read names its key and the tags
+it depends on, and every change names the tags it purges (docs/cache.md has the table). A cache
+plugin stores and invalidates by those names and knows nothing of photos.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import falcon
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from lumen import events, images
+from lumen.errors import invalid
+from lumen.models import Photo
+from lumen.resources.paging import Page
+from lumen.session import after_commit, after_rollback
+from lumen.storage import Incoming
+from lumen.users import profile_tag
+from lumen.visibility import PUBLIC, may_see, sees_everything_of, visible_to
+
+log = logging.getLogger(__name__)
+
+EDITABLE_FIELDS = ("caption", "visibility", "location_id")
+# Only first pages are cached: the number of list entries stays bounded whatever clients ask.
+MAX_CACHED_OFFSET = 100
+
+# --- the cache contract ------------------------------------------------------------------------
+
+PUBLIC_PHOTOS_TAG = "photos:public"
+CITIES_TAG = "cities"  # every entry that embeds a city: a gazetteer re-import purges it
+
+
+def photo_tag(photo_id) -> str:
+    return f"photo:{photo_id}"
+
+
+def owner_photos_tag(user_id) -> str:
+    return f"user:{user_id}:photos"
+
+
+@dataclass(frozen=True)
+class CachedRead:
+    """A read worth caching: its key, the tags it depends on, and how to load it."""
+
+    key: str
+    tags: tuple[str, ...]
+    load: Callable[[], Any]
+
+    def through(self, lumen) -> Any:
+        return lumen.cached(self.key, self.tags, self.load)
+
+
+def photo_read(lumen, session: Session, photo_id) -> CachedRead:
+    return CachedRead(
+        f"photo:{photo_id}",
+        (photo_tag(photo_id), CITIES_TAG),
+        lambda: load_record(lumen, session, photo_id),
+    )
+
+
+def list_read(lumen, session: Session, viewer, page: Page, owner_id, location_id) -> CachedRead:
+    """A page of photos, with its key and tags when it is worth caching (key None: it is not:
+    filtered by place, a signed-in caller's mixed list, or beyond the first pages)."""
+
+    def load():
+        return list_photos(lumen, session, viewer, page, owner_id, location_id)
+
+    key, tags = None, ()
+    if location_id is None and page.offset < MAX_CACHED_OFFSET:
+        if owner_id is None and viewer is None:
+            key, tags = f"photos:public:{page.limit}:{page.offset}", (PUBLIC_PHOTOS_TAG,)
+        elif owner_id is not None:
+            scope = "all" if sees_everything_of(viewer, owner_id) else "public"
+            key = f"user:{owner_id}:photos:{scope}:{page.limit}:{page.offset}"
+            tags = (owner_photos_tag(owner_id),)
+    return CachedRead(key, (*tags, CITIES_TAG), load)
+
+
+def purges(event: str, photo: Photo, changes: dict) -> tuple[str, ...]:
+    """The tags a photo event purges; ``changes`` maps field -> (old, new)."""
+    # The owner's lists hold every one of their photos; any change shows there.
+    tags = [owner_photos_tag(photo.owner_id)]
+    if event != events.PHOTO_CREATED:
+        # A new photo has no entry of its own yet: nobody could read its id before the commit.
+        tags.append(photo_tag(photo.id))
+    if event != events.PHOTO_UPDATED or "visibility" in changes:
+        # The profile counts the owner's photos, and the public ones apart.
+        tags.append(profile_tag(photo.owner_id))
+    if photo.visibility == PUBLIC or PUBLIC in changes.get("visibility", ()):
+        tags.append(PUBLIC_PHOTOS_TAG)
+    return tuple(tags)
+
+
+def record_event(session: Session, event: str, photo: Photo, changes: dict) -> None:
+    events.record(
+        session, event, purges=purges(event, photo, changes), photo=photo, changes=changes
+    )
+
+
+def created_fields(photo: Photo) -> dict:
+    return {field: (None, getattr(photo, field)) for field in EDITABLE_FIELDS}
+
+
+# --- records: what is served, and cached ---------------------------------------------------------
+
+
+def image_url(photo_id, size: str, sha256: str) -> str:
+    # The content hash in the URL makes it safe to cache forever: new bytes, new URL.
+    return f"/api/v1/photos/{photo_id}/image?size={size}&v={sha256[:16]}"
+
+
+def _timestamp(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def photo_record(photo: Photo, city: dict | None) -> dict[str, Any]:
+    """What the cache keeps of a photo: its public JSON and where its files are.
+
+    Built by hand rather than through PhotoSchema.dump, which costs a third of a list request;
+    tests hold the two to the same shape."""
+    body = {
+        "id": str(photo.id),
+        "owner_id": str(photo.owner_id),
+        "caption": photo.caption,
+        "visibility": photo.visibility,
+        "location": city,
+        "width": photo.width,
+        "height": photo.height,
+        "content_type": photo.content_type,
+        "size_bytes": photo.size_bytes,
+        "sha256": photo.sha256,
+        "taken_at": _timestamp(photo.taken_at),
+        "created_at": _timestamp(photo.created_at),
+        "updated_at": _timestamp(photo.updated_at),
+        "urls": {
+            "original": image_url(photo.id, "original", photo.sha256),
+            "thumbnail": image_url(photo.id, "thumb", photo.thumb_sha256),
+        },
+    }
+    files = {
+        "original": [photo.sha256, photo.content_type],
+        "thumb": [photo.thumb_sha256, photo.thumb_content_type],
+    }
+    return {"photo": body, "files": files}
+
+
+def lookup_locations(lumen, location_ids: Iterable[int | None]) -> dict[int, dict]:
+    ids = sorted({i for i in location_ids if i is not None})
+    if not ids:
+        return {}
+    return lumen.hook.lumen_location_lookup(lumen=lumen, location_ids=ids) or {}
+
+
+def render(lumen, photos: list[Photo]) -> list[dict]:
+    cities = lookup_locations(lumen, (p.location_id for p in photos))
+    return [photo_record(p, cities.get(p.location_id))["photo"] for p in photos]
+
+
+def not_found() -> falcon.HTTPNotFound:
+    return falcon.HTTPNotFound(title="Not found", description="id: no such photo")
+
+
+def load_record(lumen, session: Session, photo_id) -> dict:
+    photo = session.get(Photo, photo_id)
+    if photo is None:
+        raise not_found()
+    city = lookup_locations(lumen, [photo.location_id]).get(photo.location_id)
+    return photo_record(photo, city)
+
+
+def visible_record(lumen, session: Session, photo_id, viewer) -> dict:
+    """The record of a photo ``viewer`` may see (through the cache), else a 404."""
+    record = photo_read(lumen, session, photo_id).through(lumen)
+    photo = record["photo"]
+    if not may_see(viewer, photo["owner_id"], photo["visibility"]):
+        raise not_found()
+    return record
+
+
+def list_photos(lumen, session: Session, viewer, page: Page, owner_id=None, location_id=None):
+    """A page of the photos ``viewer`` may see, newest first, and their total."""
+    where = [visible_to(viewer)]
+    if owner_id is not None:
+        where.append(Photo.owner_id == owner_id)
+    if location_id is not None:
+        where.append(Photo.location_id == location_id)
+    total = session.scalar(select(func.count()).select_from(Photo).where(*where))
+    photos = session.scalars(
+        select(Photo)
+        .where(*where)
+        .order_by(Photo.created_at.desc(), Photo.id.desc())
+        .limit(page.limit)
+        .offset(page.offset)
+    ).all()
+    return {"items": render(lumen, photos), "total": total}
+
+
+def visible_page(lumen, session: Session, viewer, page: Page, owner_id=None, location_id=None):
+    read = list_read(lumen, session, viewer, page, owner_id, location_id)
+    return read.through(lumen) if read.key else read.load()
+
+
+def newest_public_reads(lumen, session: Session, count: int) -> list[CachedRead]:
+    """The reads a cache warm-up should fill first: the ``count`` newest public photos and the
+    anonymous first page of the list."""
+    ids = session.scalars(
+        select(Photo.id)
+        .where(visible_to(None))
+        .order_by(Photo.created_at.desc(), Photo.id.desc())
+        .limit(count)
+    ).all()
+    front_page = list_read(lumen, session, None, Page.first(), None, None)
+    return [photo_read(lumen, session, photo_id) for photo_id in ids] + [front_page]
+
+
+# --- changes -----------------------------------------------------------------------------------
+
+
+class DuplicatePhoto(falcon.HTTPConflict):
+    """409 naming the photo that already holds these bytes (``existing_id`` in the body)."""
+
+    def __init__(self, existing_id):
+        self.existing_id = str(existing_id) if existing_id is not None else None
+        description = "file: you already uploaded this image"
+        headers = None
+        if self.existing_id:
+            description += f" as photo {self.existing_id}"
+            headers = {"Location": f"/api/v1/photos/{self.existing_id}"}
+        super().__init__(title="Duplicate photo", description=description, headers=headers)
+
+    def to_dict(self, obj_type=dict):
+        body = super().to_dict(obj_type)
+        body["existing_id"] = self.existing_id
+        return body
+
+
+def check_location(lumen, location_id: int | None) -> None:
+    if location_id is None:
+        return
+    if not lumen.pm.hook.lumen_location_lookup.get_hookimpls():
+        raise invalid("location_id", "locations are not enabled on this server")
+    if location_id not in lookup_locations(lumen, [location_id]):
+        raise invalid("location_id", "no such location")
+
+
+def nearest_location_id(lumen, latitude: float, longitude: float) -> int | None:
+    """The nearest city's id, or None: a failing locations plugin must not fail the upload."""
+    try:
+        city = lumen.hook.lumen_nearest_location(
+            lumen=lumen, latitude=latitude, longitude=longitude
+        )
+    except Exception:
+        log.exception("nearest location lookup failed")
+        return None
+    return city["id"] if city else None
+
+
+def inspect_upload(path) -> images.ImageInfo:
+    """The image's facts, or the 413/415 that refuses it."""
+    try:
+        return images.inspect(path)
+    except images.ImageTooLarge:
+        raise falcon.HTTPContentTooLarge(
+            title="Image too large", description="file: has more pixels than allowed"
+        ) from None
+    except images.UnsupportedImage as exc:
+        raise falcon.HTTPUnsupportedMediaType(
+            title="Unsupported image", description=f"file: {exc}"
+        ) from None
+
+
+def new_photo(owner_id, original: Incoming, thumb: Incoming, info, **fields) -> Photo:
+    """The row of a photo whose files were received (uploads and ``lumen seed``)."""
+    return Photo(
+        owner_id=owner_id,
+        width=info.width,
+        height=info.height,
+        content_type=info.content_type,
+        size_bytes=original.size,
+        sha256=original.sha256,
+        thumb_sha256=thumb.sha256,
+        thumb_content_type=images.THUMBNAIL_CONTENT_TYPE,
+        thumb_size_bytes=thumb.size,
+        taken_at=info.taken_at,
+        latitude=info.latitude,
+        longitude=info.longitude,
+        **fields,
+    )
+
+
+def add_photo(lumen, session: Session, owner, incoming: Incoming, data: dict) -> Photo:
+    """Validate the received file, keep it with its thumbnail, and add the photo's row.
+    Files first, row second; a transaction that does not commit takes back the files it made."""
+    storage = lumen.storage
+    info = inspect_upload(incoming.path)
+    thumb = storage.receive_bytes(images.thumbnail(incoming.path, lumen.settings.thumbnail_size))
+    try:
+        # Held until the transaction ends: from here to the commit no other request can
+        # delete these files, and a second upload of the same bytes waits to see this one.
+        release = storage.lock(incoming.sha256, thumb.sha256)
+        after_commit(session, release)
+        after_rollback(session, release)
+        return _insert(lumen, session, owner, incoming, thumb, info, data)
+    finally:
+        thumb.discard()  # no-op once kept
+
+
+def _insert(lumen, session: Session, owner, incoming, thumb, info, data: dict) -> Photo:
+    storage = lumen.storage
+    existing = session.scalar(
+        select(Photo.id).where(Photo.owner_id == owner.id, Photo.sha256 == incoming.sha256)
+    )
+    if existing is not None:
+        raise DuplicatePhoto(existing)
+    used = session.scalar(
+        select(func.coalesce(func.sum(Photo.size_bytes + Photo.thumb_size_bytes), 0))
+    )
+    if used + incoming.size + thumb.size > storage.max_bytes:
+        raise falcon.HTTPError(
+            falcon.HTTP_507,
+            title="Insufficient storage",
+            description="file: the storage quota (MAX_STORAGE_GB) would be exceeded",
+        )
+    location_id = data.get("location_id")
+    if location_id is None and info.latitude is not None:
+        location_id = nearest_location_id(lumen, info.latitude, info.longitude)
+    photo = new_photo(
+        owner.id,
+        incoming,
+        thumb,
+        info,
+        caption=data.get("caption"),
+        visibility=data["visibility"],
+        location_id=location_id,
+    )
+    for kept in (incoming, thumb):
+        sha = kept.sha256
+        if storage.keep(kept):
+            after_rollback(session, lambda sha=sha: storage.delete(sha))
+    session.add(photo)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        # Only where the file lock cannot serialise (storage shared by several hosts).
+        if "owner_id_sha256" in str(exc.orig) or "photos.owner_id, photos.sha256" in str(exc.orig):
+            raise DuplicatePhoto(None) from None
+        raise
+    record_event(session, events.PHOTO_CREATED, photo, created_fields(photo))
+    return photo
+
+
+def owned_photo(session: Session, photo_id, caller) -> Photo:
+    """The caller's photo: 404 if they may not see it, 403 if they see it but do not own it."""
+    photo = session.get(Photo, photo_id)
+    if photo is None or not may_see(caller, photo.owner_id, photo.visibility):
+        raise not_found()
+    if photo.owner_id != caller.id:
+        raise falcon.HTTPForbidden(title="Forbidden", description="id: not your photo")
+    return photo
+
+
+def edit_photo(lumen, session: Session, photo: Photo, values: dict) -> dict:
+    """Apply an edit of caption, visibility or location; returns what changed."""
+    if "location_id" in values:
+        check_location(lumen, values["location_id"])
+    changes = events.apply_changes(photo, values)
+    session.flush()
+    if changes:
+        record_event(session, events.PHOTO_UPDATED, photo, changes)
+    return changes
+
+
+def delete_photo(lumen, session: Session, photo: Photo, changes: dict | None = None) -> None:
+    """Delete the row; its files go after the commit, unless another photo still uses them."""
+    session.delete(photo)
+    session.flush()
+    shas = {photo.sha256, photo.thumb_sha256}
+    after_commit(session, lambda: remove_unreferenced(lumen, shas))
+    record_event(
+        session, events.PHOTO_DELETED, photo, created_fields(photo) if changes is None else changes
+    )
+
+
+def remove_unreferenced(lumen, sha256s: set[str]) -> None:
+    """Delete the files no photo refers to any more. Runs after the deleting transaction
+    committed, under the files' lock, so an upload of the same bytes cannot slip in between
+    the check and the delete."""
+    release = lumen.storage.lock(*sha256s)
+    try:
+        with lumen.Session() as session:
+            for sha in sha256s:
+                still_used = session.scalar(
+                    select(func.count())
+                    .select_from(Photo)
+                    .where((Photo.sha256 == sha) | (Photo.thumb_sha256 == sha))
+                )
+                if not still_used:
+                    lumen.storage.delete(sha)
+    finally:
+        release()

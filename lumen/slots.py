@@ -1,0 +1,14 @@
+"""Where each middleware sits: ``lumen_middleware`` returns (slot, middleware) pairs.
+
+Request methods run in ascending slot order and response methods in reverse (falcon's rule), so
+a lower slot sees the request first and the response last. Middleware of one slot keep the
+order pluggy calls their plugins in.
+"""
+
+OUTERMOST = 100  # metrics: its timing includes every other middleware
+SECURITY_HEADERS = 200
+CORS = 300  # answers preflights before the rate limit, the session and authentication
+RATE_LIMIT = 400
+SESSION = 500  # the core: the request's database session, committed or rolled back
+AUTHENTICATION = 600  # the core: the bearer token, resolved after routing
+INNERMOST = 900
