@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 # The rest is imported after the version and the marker: the modules below read them.
 from lumen import slots  # noqa: E402
 from lumen.app import Lumen, create_app  # noqa: E402
+from lumen.caching import CachedRead  # noqa: E402
 from lumen.cli import fail, pass_lumen  # noqa: E402
 from lumen.config import (  # noqa: E402
     Bool,
@@ -26,7 +27,7 @@ from lumen.config import (  # noqa: E402
 from lumen.errors import invalid  # noqa: E402
 from lumen.models import MAX_INTEGER  # noqa: E402
 from lumen.openapi import operation  # noqa: E402
-from lumen.photos import CITIES_TAG, CachedRead, newest_public_reads  # noqa: E402
+from lumen.photos import CITIES_TAG, newest_public_reads  # noqa: E402
 from lumen.plugins import PluginError  # noqa: E402
 from lumen.secrets import Redactor  # noqa: E402
 from lumen.session import after_commit, after_rollback  # noqa: E402

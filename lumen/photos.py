@@ -8,8 +8,7 @@ plugin stores and invalidates by those names and knows nothing of photos.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 import falcon
@@ -18,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lumen import events, images
+from lumen.caching import CachedRead
 from lumen.errors import invalid
 from lumen.models import Photo
 from lumen.resources.paging import Page
@@ -44,18 +44,6 @@ def photo_tag(photo_id) -> str:
 
 def owner_photos_tag(user_id) -> str:
     return f"user:{user_id}:photos"
-
-
-@dataclass(frozen=True)
-class CachedRead:
-    """A read worth caching: its key, the tags it depends on, and how to load it."""
-
-    key: str
-    tags: tuple[str, ...]
-    load: Callable[[], Any]
-
-    def through(self, lumen) -> Any:
-        return lumen.cached(self.key, self.tags, self.load)
 
 
 def photo_read(lumen, session: Session, photo_id) -> CachedRead:
@@ -204,8 +192,7 @@ def list_photos(lumen, session: Session, viewer, page: Page, owner_id=None, loca
 
 
 def visible_page(lumen, session: Session, viewer, page: Page, owner_id=None, location_id=None):
-    read = list_read(lumen, session, viewer, page, owner_id, location_id)
-    return read.through(lumen) if read.key else read.load()
+    return list_read(lumen, session, viewer, page, owner_id, location_id).through(lumen)
 
 
 def newest_public_reads(lumen, session: Session, count: int) -> list[CachedRead]:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from lumen import events
 from lumen.auth import hash_password
+from lumen.caching import CachedRead
 from lumen.models import Photo, User
 from lumen.schemas import UserSchema
 from lumen.visibility import PUBLIC, sees_everything_of
@@ -75,11 +76,15 @@ def load_profile(session: Session, user_id) -> dict:
     return {"user": render_user(user, public), "all_photos": everything}
 
 
-def profile(lumen, session: Session, user_id, viewer) -> dict:
-    """The profile as ``viewer`` sees it (through the cache)."""
-    cached = lumen.cached(
+def profile_read(session: Session, user_id) -> CachedRead:
+    return CachedRead(
         f"user:{user_id}:profile", (profile_tag(user_id),), lambda: load_profile(session, user_id)
     )
+
+
+def profile(lumen, session: Session, user_id, viewer) -> dict:
+    """The profile as ``viewer`` sees it (through the cache)."""
+    cached = profile_read(session, user_id).through(lumen)
     if sees_everything_of(viewer, user_id):
         return {**cached["user"], "photo_count": cached["all_photos"]}
     return cached["user"]

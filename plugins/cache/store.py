@@ -35,53 +35,52 @@ LOCK_TTL_MS = 5000
 # idle process does not leave other workers serving what it could not invalidate.
 RECOVERY_INTERVAL_SECONDS = 0.5
 
-# A generation that does not exist yet reads as MISSING: a lookup creates nothing, so a read of
-# something that is never stored (a 404) leaves no key behind but its short-lived lock.
-MISSING = "-"
-
 # KEYS: data, lock, stats bucket, generations...
-# ARGV: lock token ('' = do not lock), lock ttl ms, count (1/0), stats ttl s
+# ARGV: fresh token, lock token ('' = do not lock), lock ttl ms, count (1/0), stats ttl s
+# A missing generation is created with the lock's short TTL only: a read of something never
+# stored (a 404, an id that does not exist) leaves no key that outlives its lock. A store
+# extends the generations it depends on to the entry's TTL.
 LOOKUP = """
 local stamp = {}
 for i = 4, #KEYS do
-  stamp[#stamp + 1] = redis.call('GET', KEYS[i]) or '-'
+  local generation = redis.call('GET', KEYS[i])
+  if not generation then
+    generation = ARGV[1] .. i
+    redis.call('SET', KEYS[i], generation, 'PX', ARGV[3])
+  end
+  stamp[#stamp + 1] = generation
 end
 stamp = table.concat(stamp, ':')
 local entry = redis.call('HMGET', KEYS[1], 's', 'v')
 local outcome = 'misses'
 if entry[1] == stamp then outcome = 'hits' end
-if ARGV[3] == '1' then
+if ARGV[4] == '1' then
   redis.call('HINCRBY', KEYS[3], outcome, 1)
-  redis.call('EXPIRE', KEYS[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
 end
 if outcome == 'hits' then return {1, entry[2]} end
 local locked = 0
-if ARGV[1] ~= '' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+if ARGV[2] ~= '' and redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
   locked = 1
 end
 return {0, stamp, locked}
 """
 
-# Stores only if no generation changed since the stamp was read; a generation still missing
-# is created now, as a real entry depends on it. Generations live as long as their entries.
-# KEYS: data, lock, generations...   ARGV: stamp, value, ttl s, lock token ('' = none), token
+# Stores only if every generation still has the value the stamp was read with; the entry and
+# its generations then live for the TTL (a generation always outlives the entries stamped
+# with it). KEYS: data, lock, generations...   ARGV: stamp, value, ttl s, lock token ('' = none)
 STORE = """
 local current = {}
 for i = 3, #KEYS do
-  current[#current + 1] = redis.call('GET', KEYS[i]) or '-'
+  local generation = redis.call('GET', KEYS[i])
+  if not generation then current = nil break end
+  current[#current + 1] = generation
 end
 local stored = 0
-if table.concat(current, ':') == ARGV[1] then
-  for i = 3, #KEYS do
-    if current[i - 2] == '-' then
-      current[i - 2] = ARGV[5] .. i
-      redis.call('SET', KEYS[i], current[i - 2], 'EX', ARGV[3])
-    else
-      redis.call('EXPIRE', KEYS[i], ARGV[3])
-    end
-  end
-  redis.call('HSET', KEYS[1], 's', table.concat(current, ':'), 'v', ARGV[2])
+if current and table.concat(current, ':') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 's', ARGV[1], 'v', ARGV[2])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
+  for i = 3, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
   stored = 1
 end
 if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
@@ -151,7 +150,7 @@ class RedisStore:
     def store(self, entry: Entry, stamp: bytes, value: bytes, lock_token: str | None) -> bool:
         """Write the value if the entry's generations still match ``stamp``; free the lock."""
         keys = [entry.data, entry.lock, *entry.generations]
-        args = [stamp, value, self.ttl, lock_token or "", fresh_token()]
+        args = [stamp, value, self.ttl, lock_token or ""]
         return bool(self._call(lambda: self._evalsha("store", keys, args)))
 
     def release(self, entry: Entry, lock_token: str) -> None:
@@ -176,7 +175,7 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=False)
             for entry, stamp, value in items:
                 keys = [entry.data, entry.lock, *entry.generations]
-                self._queue(pipe, "store", keys, [stamp, value, self.ttl, "", fresh_token()])
+                self._queue(pipe, "store", keys, [stamp, value, self.ttl, ""])
             return sum(pipe.execute())
 
         return self._call(run)
@@ -184,13 +183,14 @@ class RedisStore:
     def _lookup_args(self, entry: Entry, token: str, count: bool) -> tuple[list, list]:
         bucket = self.keys.stats_bucket(current_minute())
         keys = [entry.data, entry.lock, bucket, *entry.generations]
-        return keys, [token, LOCK_TTL_MS, int(count), self.bucket_ttl]
+        return keys, [fresh_token(), token, LOCK_TTL_MS, int(count), self.bucket_ttl]
 
     # --- invalidation ------------------------------------------------------------------------
 
     def invalidate(self, generations: tuple[str, ...]) -> bool:
-        """Bump the generations, in one transaction (created where missing: a reader that saw
-        one missing must not store what it loaded before this change).
+        """Bump the generations that exist, in one transaction. A missing one has no entry
+        stamped with it, and a reader whose lookup made it can no longer store: nothing to do,
+        and no key is made for a tag nobody reads.
 
         Tried even while the breaker is open: skipping it would let another worker, which can
         reach Redis, serve what this write changed. On failure the namespace is renewed as soon
@@ -200,7 +200,7 @@ class RedisStore:
         def run():
             pipe = self.client.pipeline(transaction=True)
             for generation in generations:
-                pipe.set(generation, fresh_token(), ex=self.ttl)
+                pipe.set(generation, fresh_token(), ex=self.ttl, xx=True)
             self._count(pipe, "invalidations", 1)
             pipe.execute()
             return True

@@ -10,6 +10,7 @@ import re
 import threading
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import falcon.testing
 import pytest
@@ -17,13 +18,14 @@ from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 from sqlalchemy import update
 
-from lumen import hookimpl
+from lumen import hookimpl, photos, users
 from lumen.auth import issue_token
-from lumen.cli import cli
+from lumen.cli import make_cli
 from lumen.models import Photo, User
 from lumen.plugins import make_plugin_manager
-from lumen.resources.photos import load_photo_record
-from lumen_plugins.cache import check_breaker, check_hit_rate
+from lumen.resources.paging import Page
+from lumen_plugins.cache import cache_of, check_breaker, check_hit_rate
+from lumen_plugins.cache.store import LOCK_TTL_MS
 from lumen_plugins.cache.warmup import warm, warm_once
 from tests.conftest import Api
 
@@ -37,7 +39,7 @@ def cache_env(redis_url, redis_prefix, redis_client):
         "REDIS_URL": redis_url,
         "CACHE_KEY_PREFIX": redis_prefix,
         # Generous: the machine is shared, and these tests count hits exactly.
-        "CACHE_REDIS_TIMEOUT_MS": "2000",
+        "REDIS_TIMEOUT_MS": "2000",
     }
 
 
@@ -73,15 +75,38 @@ def capi(cached_app):
     return QuickApi(cached_app)
 
 
-def served(cache, key: str) -> bool:
-    """Would a lookup of ``key`` be answered from Redis now?"""
-    return cache.store.lookup(cache.keys.entry(key), lock=False, count=False).value is not None
+TAGS = ("test",)
 
 
-def put(cache, key: str) -> None:
-    value = cache.get(key, lambda: {"cached": key})
+def served(cache, key: str, tags: tuple[str, ...] = TAGS) -> bool:
+    """Would a lookup of ``key`` (depending on ``tags``) be answered from Redis now?"""
+    entry = cache.keys.entry(key, tags)
+    return cache.store.lookup(entry, lock=False, count=False).value is not None
+
+
+def put(cache, key: str, tags: tuple[str, ...] = TAGS) -> None:
+    value = cache.get(key, tags, lambda: {"cached": key})
     assert value == {"cached": key}
-    assert served(cache, key)
+    assert served(cache, key, tags)
+
+
+def photo_entry(photo_id) -> tuple[str, tuple[str, ...]]:
+    """The key and tags the core caches a photo under."""
+    read = photos.photo_read(None, None, uuid.UUID(str(photo_id)))
+    return read.key, read.tags
+
+
+def list_entry(owner_id=None, viewer_id=None, limit=20, offset=0):
+    """The key and tags the core caches a list under."""
+    owner = uuid.UUID(owner_id) if owner_id else None
+    viewer = SimpleNamespace(id=uuid.UUID(viewer_id)) if viewer_id else None
+    read = photos.list_read(None, None, viewer, Page(limit, offset), owner, None)
+    return read.key, read.tags
+
+
+def profile_entry(user_id):
+    read = users.profile_read(None, uuid.UUID(user_id))
+    return read.key, read.tags
 
 
 # --- what is cached ----------------------------------------------------------------------------
@@ -121,14 +146,14 @@ def test_lists_and_profiles_are_cached_per_viewer(capi, cached_app):
         assert profile.json["photo_count"] == 1
         mine = client.simulate_get(f"/api/v1/users/{owner['id']}", headers=owner["headers"])
         assert mine.json["photo_count"] == 2
-    cache = cached_app.lumen.cache
-    for key in (
-        "photos:public:20:0",
-        f"user:{owner['id']}:photos:all:20:0",
-        f"user:{owner['id']}:photos:public:20:0",
-        f"user:{owner['id']}:profile",
+    cache = cache_of(cached_app.lumen)
+    for key, tags in (
+        list_entry(),
+        list_entry(owner["id"], viewer_id=owner["id"]),
+        list_entry(owner["id"]),
+        profile_entry(owner["id"]),
     ):
-        assert served(cache, key), key
+        assert served(cache, key, tags), key
 
 
 def test_absent_rows_are_not_cached(capi, cached_app, redis_client, redis_prefix):
@@ -136,8 +161,16 @@ def test_absent_rows_are_not_cached(capi, cached_app, redis_client, redis_prefix
     for _ in range(2):
         assert capi.client.simulate_get(f"/api/v1/photos/{missing}").status_code == 404
         assert capi.client.simulate_get(f"/api/v1/users/{missing}").status_code == 404
-    assert not list(redis_client.scan_iter(f"{redis_prefix}:meta:*"))
-    assert not list(redis_client.scan_iter(f"{redis_prefix}:temp:*"))  # locks freed
+    # Nothing that outlives a stampede lock is left behind by reads of what does not exist:
+    # no entry, the locks freed, the generations the lookups made expiring with the lock's
+    # TTL. What else remains is the deployment's own: its namespace epoch (set on first
+    # contact) and the minute's statistics bucket.
+    keys = {key.decode() for key in redis_client.scan_iter(f"{redis_prefix}:*")}
+    kinds = {key[len(redis_prefix) + 1 :].split(":")[0] for key in keys}
+    assert kinds <= {"epoch", "stats", "tag"}, keys
+    for key in keys:
+        if key.startswith(f"{redis_prefix}:tag:"):
+            assert 0 < redis_client.pttl(key) <= LOCK_TTL_MS, key
 
 
 def test_every_key_has_a_ttl_of_at_most_cache_ttl_days(
@@ -162,12 +195,12 @@ def test_every_key_has_a_ttl_of_at_most_cache_ttl_days(
 
 def test_prefixes_keep_deployments_apart(make_app, cache_env, redis_client):
     other_prefix = f"{cache_env['CACHE_KEY_PREFIX']}x"
-    first = make_app(**cache_env).lumen.cache
-    second = make_app(**{**cache_env, "CACHE_KEY_PREFIX": other_prefix}).lumen.cache
-    key = f"meta:{uuid.uuid4()}"
-    first.get(key, lambda: {"deployment": 1})
-    assert second.get(key, lambda: {"deployment": 2}) == {"deployment": 2}
-    assert first.get(key, lambda: {"deployment": 0}) == {"deployment": 1}
+    first = cache_of(make_app(**cache_env).lumen)
+    second = cache_of(make_app(**{**cache_env, "CACHE_KEY_PREFIX": other_prefix}).lumen)
+    key = f"test:{uuid.uuid4()}"
+    first.get(key, TAGS, lambda: {"deployment": 1})
+    assert second.get(key, TAGS, lambda: {"deployment": 2}) == {"deployment": 2}
+    assert first.get(key, TAGS, lambda: {"deployment": 0}) == {"deployment": 1}
     second.store.clear()
     assert served(first, key)
     assert not list(redis_client.scan_iter(f"{other_prefix}:*"))
@@ -198,19 +231,19 @@ class World:
         self.second = api.upload(self.owner)
         self.elsewhere = api.upload(self.other)
 
-    def universe(self) -> list[str]:
-        keys = ["photos:public:20:0", "photos:public:5:10"]
-        photos = [self.second, self.elsewhere] + ([self.photo] if self.photo else [])
-        for photo in photos:
-            keys += [f"meta:{photo['id']}", f"urls:{photo['id']}"]
+    def universe(self) -> dict[str, tuple[str, ...]]:
+        """Every entry, by key, with the tags the core declares for it."""
+        entries = [list_entry(), list_entry(limit=5, offset=10)]
+        shown = [self.second, self.elsewhere] + ([self.photo] if self.photo else [])
+        entries += [photo_entry(photo["id"]) for photo in shown]
         for user in (self.owner, self.other):
-            keys += [
-                f"user:{user['id']}:profile",
-                f"user:{user['id']}:photos:all:20:0",
-                f"user:{user['id']}:photos:public:20:0",
-                f"user:{user['id']}:photos:public:3:0",
+            entries += [
+                profile_entry(user["id"]),
+                list_entry(user["id"], viewer_id=user["id"]),
+                list_entry(user["id"]),
+                list_entry(user["id"], limit=3),
             ]
-        return keys
+        return dict(entries)
 
     def expand(self, patterns: set[str]) -> set[str]:
         names = {"owner": self.owner["id"], "photo": self.photo["id"] if self.photo else "-"}
@@ -286,15 +319,16 @@ def test_the_docs_table_lists_every_case_the_tests_make():
 @pytest.mark.parametrize("row", sorted(ACTIONS), ids=lambda row: f"{row[0]}: {row[1]}")
 def test_each_event_invalidates_exactly_the_entries_of_the_docs_table(row, capi, cached_app):
     cached_app.lumen.pm.register(TwoCities())
-    cache = cached_app.lumen.cache
+    cache = cache_of(cached_app.lumen)
     visibility, act = ACTIONS[row]
     world = World(capi, cache, visibility)
     if visibility:
         world.patch({"location_id": 1})
-    for key in world.universe():
-        put(cache, key)
+    universe = world.universe()
+    for key, tags in universe.items():
+        put(cache, key, tags)
     act(world)
-    gone = {key for key in world.universe() if not served(cache, key)}
+    gone = {key for key, tags in universe.items() if not served(cache, key, tags)}
     assert gone == world.expand(docs_table()[row])
 
 
@@ -312,13 +346,13 @@ def test_a_reader_that_loaded_the_old_row_cannot_store_it_after_the_write(capi, 
 
     def slow_loader():
         with lumen.Session() as session:
-            record = load_photo_record(lumen, session, photo_id)
+            record = photos.load_record(lumen, session, photo_id)
         loaded.set()
         assert writer_done.wait(10)
         return record
 
     reader = threading.Thread(
-        target=lambda: results.append(lumen.cached(f"meta:{photo_id}", slow_loader))
+        target=lambda: results.append(lumen.cached(*photo_entry(photo_id), slow_loader))
     )
     reader.start()
     assert loaded.wait(10)
@@ -333,9 +367,9 @@ def test_a_reader_that_loaded_the_old_row_cannot_store_it_after_the_write(capi, 
 
 
 def test_one_reader_loads_a_missing_entry_while_the_others_wait(make_app, cache_env):
-    cache = make_app(**cache_env, CACHE_LOCK_WAIT_MS="5000").lumen.cache
-    cache.get(f"meta:{uuid.uuid4()}", dict)  # scripts loaded: no first-contact renewal below
-    key = f"meta:{uuid.uuid4()}"
+    cache = cache_of(make_app(**cache_env, CACHE_LOCK_WAIT_MS="5000").lumen)
+    cache.get(f"test:{uuid.uuid4()}", TAGS, dict)  # scripts loaded: no first-contact renewal
+    key = f"test:{uuid.uuid4()}"
     calls, results, start = [], [], threading.Barrier(8)
 
     def loader():
@@ -345,7 +379,7 @@ def test_one_reader_loads_a_missing_entry_while_the_others_wait(make_app, cache_
 
     def read():
         start.wait()
-        results.append(cache.get(key, loader))
+        results.append(cache.get(key, TAGS, loader))
 
     threads = [threading.Thread(target=read) for _ in range(8)]
     for thread in threads:
@@ -357,16 +391,16 @@ def test_one_reader_loads_a_missing_entry_while_the_others_wait(make_app, cache_
 
 
 def test_a_failing_loader_frees_the_lock(cached_app, redis_client, redis_prefix):
-    cache = cached_app.lumen.cache
-    key = f"meta:{uuid.uuid4()}"
+    cache = cache_of(cached_app.lumen)
+    key = f"test:{uuid.uuid4()}"
 
     def missing():
         raise falcon.HTTPNotFound()
 
     with pytest.raises(falcon.HTTPNotFound):
-        cache.get(key, missing)
+        cache.get(key, TAGS, missing)
     assert not list(redis_client.scan_iter(f"{redis_prefix}:temp:*"))
-    assert cache.get(key, lambda: {"found": 1}) == {"found": 1}
+    assert cache.get(key, TAGS, lambda: {"found": 1}) == {"found": 1}
 
 
 # --- without Redis -----------------------------------------------------------------------------
@@ -390,9 +424,9 @@ def test_without_redis_url_it_passes_through_and_says_so_once(make_app, caplog):
         ("INFO", "cache off: REDIS_URL is not set, every read goes to the database")
     ]
     calls = []
-    assert app.lumen.cached("meta:x", lambda: calls.append(1) or {"n": len(calls)}) == {"n": 1}
-    assert app.lumen.cached("meta:x", lambda: calls.append(1) or {"n": len(calls)}) == {"n": 2}
-    assert check_breaker(app.lumen.cache)["observedValue"] == "off"
+    assert app.lumen.cached("x", TAGS, lambda: calls.append(1) or {"n": len(calls)}) == {"n": 1}
+    assert app.lumen.cached("x", TAGS, lambda: calls.append(1) or {"n": len(calls)}) == {"n": 2}
+    assert check_breaker(cache_of(app.lumen))["observedValue"] == "off"
 
 
 # --- statistics, health, metrics ---------------------------------------------------------------
@@ -402,12 +436,12 @@ def test_hits_and_misses_are_counted_in_redis_and_in_metrics(cached_app):
     lumen = cached_app.lumen
     registry = CollectorRegistry()
     lumen.hook.lumen_metrics(lumen=lumen, registry=registry)
-    cache = lumen.cache
-    keys = [f"meta:{uuid.uuid4()}" for _ in range(4)]
+    cache = cache_of(lumen)
+    keys = [f"test:{uuid.uuid4()}" for _ in range(4)]
     for key in keys:
-        cache.get(key, lambda: {"v": 1})  # miss
+        cache.get(key, TAGS, lambda: {"v": 1})  # miss
     for key in keys * 3:
-        cache.get(key, lambda: {"v": 2})  # hit
+        cache.get(key, TAGS, lambda: {"v": 2})  # hit
     assert registry.get_sample_value("lumen_cache_hits_total") == 12
     assert registry.get_sample_value("lumen_cache_misses_total") == 4
     check = check_hit_rate(cache)
@@ -417,16 +451,16 @@ def test_hits_and_misses_are_counted_in_redis_and_in_metrics(cached_app):
 
 def test_the_hit_rate_check_warns_below_70_percent_once_there_is_traffic(cached_app):
     lumen = cached_app.lumen
-    cache = lumen.cache
+    cache = cache_of(lumen)
     for _ in range(100):
-        cache.get(f"meta:{uuid.uuid4()}", lambda: {"v": 1})
+        cache.get(f"test:{uuid.uuid4()}", TAGS, lambda: {"v": 1})
     checks = lumen.hook.lumen_health_checks(lumen=lumen)[0]
     hit_rate = checks["cache:hitRate"]()
     assert hit_rate["status"] == "warn" and hit_rate["observedValue"] == 0.0
     assert hit_rate["observedUnit"] == "percent"
-    key = f"meta:{uuid.uuid4()}"
+    key = f"test:{uuid.uuid4()}"
     for _ in range(400):
-        cache.get(key, lambda: {"v": 1})
+        cache.get(key, TAGS, lambda: {"v": 1})
     assert checks["cache:hitRate"]()["status"] == "pass"
     assert checks["cache:breaker"]() == {
         "componentType": "datastore",
@@ -438,15 +472,15 @@ def test_the_hit_rate_check_warns_below_70_percent_once_there_is_traffic(cached_
 
 
 def test_metrics_keep_working_when_the_hook_is_never_called(cached_app):
-    cache = cached_app.lumen.cache
-    assert cache.get(f"meta:{uuid.uuid4()}", lambda: {"v": 1}) == {"v": 1}
+    cache = cache_of(cached_app.lumen)
+    assert cache.get(f"test:{uuid.uuid4()}", TAGS, lambda: {"v": 1}) == {"v": 1}
 
 
 def test_invalidations_are_counted(capi, cached_app):
     owner = capi.user()
     capi.upload(owner)
     capi.upload(owner)
-    buckets = cached_app.lumen.cache.store.minute_buckets(2)
+    buckets = cache_of(cached_app.lumen).store.minute_buckets(2)
     assert sum(int(b.get(b"invalidations", 0)) for b in buckets) == 2
 
 
@@ -459,17 +493,17 @@ def test_warm_up_loads_the_newest_public_photos_in_batches(make_app, cache_env):
     owner = api.user()
     public = [api.upload(owner) for _ in range(7)]
     private = api.upload(owner, visibility="private")
-    cache = app.lumen.cache
+    cache = cache_of(app.lumen)
     sizes = []
-    result = warm(app.lumen, 100, 3, sizes.append)
-    assert sizes == [3, 3, 1]
-    assert result == {"photos": 7, "stored": 8}  # 7 photos and the front page
-    assert all(served(cache, f"meta:{p['id']}") for p in public)
-    assert not served(cache, f"meta:{private['id']}")
-    assert served(cache, "photos:public:20:0")
+    result = warm(app.lumen, cache, 100, sizes.append)
+    assert sizes == [3, 3, 2]  # 7 photos and the front page, 3 at a time
+    assert result == {"photos": 7, "stored": 8}
+    assert all(served(cache, *photo_entry(p["id"])) for p in public)
+    assert not served(cache, *photo_entry(private["id"]))
+    assert served(cache, *list_entry())
     # What the warm-up stored is what the API serves.
     assert api.client.simulate_get(f"/api/v1/photos/{public[0]['id']}").json == public[0]
-    assert warm(app.lumen, 100, 3)["stored"] == 0  # already warm
+    assert warm(app.lumen, cache, 100)["stored"] == 0  # already warm
 
 
 def test_warm_up_runs_in_one_process_at_a_time(make_app, cache_env, redis_client, redis_prefix):
@@ -478,10 +512,10 @@ def test_warm_up_runs_in_one_process_at_a_time(make_app, cache_env, redis_client
     photo = api.upload(api.user())
     redis_client.set(f"{redis_prefix}:temp:warmup", "another host", ex=60)
     app.lumen.hook.lumen_before_serve(lumen=app.lumen)
-    assert not served(app.lumen.cache, f"meta:{photo['id']}")
+    assert not served(cache_of(app.lumen), *photo_entry(photo["id"]))
     redis_client.delete(f"{redis_prefix}:temp:warmup")
-    warm_once(app.lumen)
-    assert served(app.lumen.cache, f"meta:{photo['id']}")
+    warm_once(app.lumen, cache_of(app.lumen))
+    assert served(cache_of(app.lumen), *photo_entry(photo["id"]))
     assert not redis_client.exists(f"{redis_prefix}:temp:warmup")
 
 
@@ -490,12 +524,11 @@ def test_warm_up_is_off_by_default(make_app, cache_env):
     api = QuickApi(app)
     photo = api.upload(api.user())
     app.lumen.hook.lumen_before_serve(lumen=app.lumen)
-    assert not served(app.lumen.cache, f"meta:{photo['id']}")
+    assert not served(cache_of(app.lumen), *photo_entry(photo["id"]))
 
 
 def run_cli(environ: dict, *args: str):
-    make_plugin_manager(["cache"]).hook.lumen_cli(group=cli)
-    return CliRunner(env=environ).invoke(cli, list(args))
+    return CliRunner(env=environ).invoke(make_cli(make_plugin_manager(["cache"])), list(args))
 
 
 def test_cli_warm_stats_and_clear(make_app, environ, cache_env, redis_client, redis_prefix):
@@ -508,7 +541,7 @@ def test_cli_warm_stats_and_clear(make_app, environ, cache_env, redis_client, re
     warmed = run_cli(env, "cache", "warm")
     assert warmed.exit_code == 0, warmed.output
     assert "warmed 2 entries (1 photos looked at)" in warmed.output
-    assert served(app.lumen.cache, f"meta:{photo['id']}")
+    assert served(cache_of(app.lumen), *photo_entry(photo["id"]))
     assert api.client.simulate_get(f"/api/v1/photos/{photo['id']}").status_code == 200
 
     stats = run_cli(env, "cache", "stats", "--json")
@@ -523,7 +556,7 @@ def test_cli_warm_stats_and_clear(make_app, environ, cache_env, redis_client, re
     redis_client.delete("lumentest:unrelated")
     # The app goes on after a clear: entries, generations and scripts come back.
     assert api.client.simulate_get(f"/api/v1/photos/{photo['id']}").status_code == 200
-    assert served(app.lumen.cache, f"meta:{photo['id']}")
+    assert served(cache_of(app.lumen), *photo_entry(photo["id"]))
 
 
 def test_cli_says_when_caching_is_off(environ):
