@@ -83,6 +83,37 @@ def backend(request, tmp_path_factory):
         drop()
 
 
+@pytest.fixture(params=BACKENDS)
+def fresh_database(request, tmp_path):
+    """(name, URL) of an empty database of its own, for tests that migrate, downgrade or
+    serve from scratch; dropped afterwards."""
+    if request.param == "postgresql":
+        url, drop = _pg_database()
+        yield request.param, url
+        drop()
+    else:
+        yield request.param, "sqlite:///" + str(tmp_path / "fresh.db")
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    """The process environment without any Lumen setting of the caller's, plus ``extra``."""
+    prefixes = ("DB_", "LUMEN_", "DATABASE_", "REDIS_", "STORAGE_", "GUNICORN_", "PORT")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    return {**env, **extra}
+
+
+def run_lumen(*args: str, env: dict[str, str], cwd, timeout: float = 120):
+    """Run the ``lumen`` command in a process of its own (no state of this process changes)."""
+    return subprocess.run(
+        [sys.executable, "-c", "from lumen.cli import main; main()", *args],
+        env=env,
+        cwd=str(cwd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture
 def environ(backend, tmp_path) -> dict[str, str]:
     """The environment a test's app is built from; tests add to it before building the app."""
