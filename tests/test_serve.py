@@ -20,7 +20,7 @@ def clean_env(**extra) -> dict:
         for k, v in os.environ.items()
         if not k.startswith(("DB_", "LUMEN_", "DATABASE_", "REDIS_", "STORAGE_"))
     }
-    return {**env, "GUNICORN_ACCESS_LOG": "", **extra}
+    return {**env, **extra}
 
 
 def worker_pids(master_pid: int) -> set[int]:
