@@ -146,7 +146,10 @@ def serve_list(lumen, req, resp, owner_id=None) -> None:
     page = Page.from_request(req)
     location_id = None
     if req.get_param("location_id") is not None:
-        location_id = req.get_param_as_int("location_id", min_value=1, max_value=MAX_ID)
+        try:
+            location_id = req.get_param_as_int("location_id", min_value=1, max_value=MAX_ID)
+        except falcon.HTTPInvalidParam:  # out of range: the same "field: rule" as the rest
+            location_id = None
         if location_id is None:
             raise invalid("location_id", "must be a positive integer")
     viewer = req.context.user
