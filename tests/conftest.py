@@ -28,6 +28,8 @@ from lumen.config import load_settings
 from lumen.db import make_engine
 from lumen.plugins import make_plugin_manager
 
+pytest_plugins = ["pytester"]
+
 PG_ADMIN_URL = os.environ.get(
     "LUMEN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
