@@ -69,7 +69,7 @@ def test_warnings_unraisable_and_thread_exceptions_fail_their_test(inner):
 def test_coverage_counts_branches_in_every_process_and_omits_no_lumen_module():
     run = PYPROJECT["tool"]["coverage"]["run"]
     assert run["branch"] is True and run["parallel"] is True
-    assert set(run["patch"]) == {"subprocess", "fork", "_exit"}
+    assert set(run["patch"]) == {"subprocess", "fork", "_exit", "execv"}
     assert set(run["source_pkgs"]) == {"lumen", "lumen_plugins"}
     assert all(not pattern.endswith(".py") for pattern in run.get("omit", []))
     assert PYPROJECT["tool"]["coverage"]["report"]["fail_under"] >= 95
