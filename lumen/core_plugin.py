@@ -38,10 +38,6 @@ def lumen_migrations(lumen):
     return os.path.join(os.path.dirname(__file__), "migrations", "versions")
 
 
-def _json(ref: str) -> dict:
-    return {"application/json": {"schema": ref}}
-
-
 @hookimpl
 def lumen_openapi(lumen, spec):
     for name in ("City", "User", "Photo", "Token"):
@@ -60,7 +56,13 @@ def lumen_openapi(lumen, spec):
     for (path, method), (body, answer, status) in bodies.items():
         op = operation(spec, path, method)
         if body:
-            op["requestBody"] = {"required": True, "content": _json(f"lumen.schemas.{body}")}
+            # The operation exists already, so the marshmallow plugin would not resolve a
+            # schema name given here: register the body schema and refer to it.
+            name = body.removesuffix("Schema")
+            if name not in spec.components.schemas:
+                spec.components.schema(name, schema=f"lumen.schemas.{body}")
+            ref = {"$ref": f"#/components/schemas/{name}"}
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref}}}
         ref = {"$ref": f"#/components/schemas/{answer.rstrip('[]')}"}
         schema = {"type": "array", "items": ref} if answer.endswith("[]") else ref
         op["responses"][status] = {

@@ -38,9 +38,13 @@ def _open(path: Path) -> Image.Image:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(path)
-            if image.format not in CONTENT_TYPES:
-                raise UnsupportedImage(f"format {image.format} is not JPEG, PNG, WebP or GIF")
-            image.load()  # decodes every byte: a truncated file fails here
+            try:
+                if image.format not in CONTENT_TYPES:
+                    raise UnsupportedImage(f"format {image.format} is not JPEG, PNG, WebP or GIF")
+                image.load()  # decodes every byte: a truncated file fails here
+            except BaseException:
+                image.close()  # a refused file's handle is not left to the garbage collector
+                raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageTooLarge(str(exc)) from None
         except UnidentifiedImageError:

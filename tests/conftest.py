@@ -5,6 +5,7 @@ Redis tests use their own database number and key prefix, and clean up after the
 from __future__ import annotations
 
 import io
+import logging
 import os
 import socket
 import subprocess
@@ -20,11 +21,14 @@ import redis as redis_lib
 from PIL import Image
 from sqlalchemy import text
 
+from lumen import config as lumen_config
 from lumen import migrate
 from lumen.app import Lumen, create_app
 from lumen.config import load_settings
 from lumen.db import make_engine
 from lumen.plugins import make_plugin_manager
+
+pytest_plugins = ["pytester"]
 
 PG_ADMIN_URL = os.environ.get(
     "LUMEN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -81,6 +85,37 @@ def backend(request, tmp_path_factory):
     engine.dispose()
     if drop:
         drop()
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_database(request, tmp_path):
+    """(name, URL) of an empty database of its own, for tests that migrate, downgrade or
+    serve from scratch; dropped afterwards."""
+    if request.param == "postgresql":
+        url, drop = _pg_database()
+        yield request.param, url
+        drop()
+    else:
+        yield request.param, "sqlite:///" + str(tmp_path / "fresh.db")
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    """The process environment without any Lumen setting of the caller's, plus ``extra``."""
+    prefixes = ("DB_", "LUMEN_", "DATABASE_", "REDIS_", "STORAGE_", "GUNICORN_", "PORT")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    return {**env, **extra}
+
+
+def run_lumen(*args: str, env: dict[str, str], cwd, timeout: float = 120):
+    """Run the ``lumen`` command in a process of its own (no state of this process changes)."""
+    return subprocess.run(
+        [sys.executable, "-c", "from lumen.cli import main; main()", *args],
+        env=env,
+        cwd=str(cwd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -238,6 +273,24 @@ def redis_client(redis_url, redis_prefix):
 # --- gunicorn --------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _global_state_restored():
+    """In-process CLI runs and app builds configure the root logger and note the plugins'
+    settings sections in a module global; the next test starts with both as they were."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    sections = getattr(lumen_config, "_sections", None)
+    saved_sections = dict(sections) if sections is not None else None
+    yield
+    if sections is not None:
+        sections.clear()
+        sections.update(saved_sections)
+    added = [h for h in root.handlers if h not in handlers]
+    for handler in [h for h in added if not type(h).__module__.startswith("_pytest")]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -272,15 +325,13 @@ def gunicorn_server(tmp_path):
     servers = []
 
     def start(env: dict[str, str], workers: int = 2, args=()) -> Server:
-        port = free_port()
+        """The access log is on, as it is by default. With ``PORT`` in ``env`` gunicorn binds
+        where that setting says; otherwise LUMEN_BIND names a free port on 127.0.0.1."""
+        port = int(env["PORT"]) if "PORT" in env else free_port()
         log_path = tmp_path / f"gunicorn-{port}.log"
-        full_env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("DB_", "LUMEN_"))},
-            **env,
-            "LUMEN_BIND": f"127.0.0.1:{port}",
-            "WEB_CONCURRENCY": str(workers),
-            "GUNICORN_ACCESS_LOG": "",
-        }
+        full_env = {**service_env(), **env, "WEB_CONCURRENCY": str(workers)}
+        if "PORT" not in env:
+            full_env["LUMEN_BIND"] = f"127.0.0.1:{port}"
         cmd = [
             sys.executable,
             "-m",

@@ -20,7 +20,7 @@ def clean_env(**extra) -> dict:
         for k, v in os.environ.items()
         if not k.startswith(("DB_", "LUMEN_", "DATABASE_", "REDIS_", "STORAGE_"))
     }
-    return {**env, "GUNICORN_ACCESS_LOG": "", **extra}
+    return {**env, **extra}
 
 
 def worker_pids(master_pid: int) -> set[int]:
@@ -102,7 +102,8 @@ def test_serve_refuses_a_bad_setting(tmp_path):
     )
 
 
-def test_tls_straight_from_gunicorn(tmp_path, gunicorn_server):
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_tls_straight_from_gunicorn(tmp_path, gunicorn_server, environ, clean_db):
     import ssl
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -129,8 +130,7 @@ def test_tls_straight_from_gunicorn(tmp_path, gunicorn_server):
     )
     server = gunicorn_server(
         {
-            "DATABASE_URL": f"sqlite:///{tmp_path}/tls.db",
-            "LUMEN_PLUGINS": "none",
+            **environ,
             "LUMEN_TLS_CERT": str(cert),
             "LUMEN_TLS_KEY": str(key),
         },
@@ -142,3 +142,8 @@ def test_tls_straight_from_gunicorn(tmp_path, gunicorn_server):
     with urllib.request.urlopen(url, context=context, timeout=10) as answer:
         assert answer.status == 200
         assert json.loads(answer.read())["info"]["title"] == "Lumen"
+    photos = f"https://127.0.0.1:{server.port}/api/v1/photos"
+    with urllib.request.urlopen(photos, context=context, timeout=10) as answer:
+        assert (answer.status, json.loads(answer.read())) == (200, [])  # from PostgreSQL
+    with pytest.raises(OSError):  # plain HTTP is not served on that port (no answer)
+        urllib.request.urlopen(f"http://127.0.0.1:{server.port}/openapi.json", timeout=10)

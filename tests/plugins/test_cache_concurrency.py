@@ -61,15 +61,15 @@ def writer(request, owner: dict, photos: list[str], ledger: Ledger, writes: int,
     rng = random.Random(seed)
     for n in range(1, writes + 1):
         if n % 5 == 0:
-            status, _ = request(
+            status, body = request(
                 "PATCH", f"/api/v1/users/{owner['id']}", {"display_name": f"d{n}"}, owner
             )
-            assert status == 200
+            assert status == 200, body
             ledger.wrote(owner["id"], n)
             continue
         photo = rng.choice(photos)
-        status, _ = request("PATCH", f"/api/v1/photos/{photo}", {"caption": f"c{n}"}, owner)
-        assert status == 200
+        status, body = request("PATCH", f"/api/v1/photos/{photo}", {"caption": f"c{n}"}, owner)
+        assert status == 200, body
         ledger.wrote(photo, n)
 
 
@@ -101,21 +101,34 @@ def reader(request, owners: list[dict], photos: list[str], ledger: Ledger, reads
 
 
 def run(request, owners: list[dict], photos: dict[str, list[str]], writes: int, reads: int):
+    """Run the writers and readers at once; a failure in any of them fails the test (it is
+    raised here, not left to a thread's dying words), and so does a thread still running."""
     ledger = Ledger()
     everything = [p for owned in photos.values() for p in owned]
+    failures: list[BaseException] = []
+
+    def guarded(target, *args):
+        def body():
+            try:
+                target(*args)
+            except BaseException as exc:
+                failures.append(exc)
+
+        return threading.Thread(target=body, name=target.__name__)
+
     threads = [
-        threading.Thread(
-            target=writer, args=(request, owner, photos[owner["id"]], ledger, writes, i)
-        )
+        guarded(writer, request, owner, photos[owner["id"]], ledger, writes, i)
         for i, owner in enumerate(owners)
     ] + [
-        threading.Thread(target=reader, args=(request, owners, everything, ledger, reads, 100 + i))
-        for i in range(READERS)
+        guarded(reader, request, owners, everything, ledger, reads, 100 + i) for i in range(READERS)
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(300)
+    assert not [t.name for t in threads if t.is_alive()], "a thread did not finish in 300 s"
+    if failures:
+        raise failures[0]
     return ledger
 
 
@@ -139,11 +152,11 @@ def test_threads_mixing_writes_and_reads_never_read_a_value_older_than_a_returne
     assert hits > 100  # the reads were answered from the cache, not only from the database
 
 
+# Several processes writing: on PostgreSQL, the deployment database.
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_gunicorn_workers_mixing_writes_and_reads_never_serve_an_old_value(
     backend, clean_db, gunicorn_server, environ, redis_url, redis_prefix, redis_client
 ):
-    if backend[0] != "postgresql":
-        pytest.skip("several processes writing: PostgreSQL is the deployment database")
     env = {
         **environ,
         "LUMEN_PLUGINS": "cache",
@@ -178,6 +191,7 @@ def test_gunicorn_workers_mixing_writes_and_reads_never_serve_an_old_value(
         status, token = request(
             "POST", "/api/v1/tokens", {"username": name, "password": password}, None
         )
+        assert status == 201
         user["headers"] = {"Authorization": f"Bearer {token['token']}"}
         owners.append(user)
     photos = {}
@@ -190,8 +204,19 @@ def test_gunicorn_workers_mixing_writes_and_reads_never_serve_an_old_value(
             photos[owner["id"]].append(photo["id"])
 
     ledger = run(request, owners, photos, writes=60, reads=300)
-    assert ledger.reads == READERS * 300
+    assert (ledger.writes, ledger.reads) == (WRITERS * 60, READERS * 300)
     assert ledger.stale == []
     stats = [redis_client.hgetall(k) for k in redis_client.scan_iter(f"{redis_prefix}:stats:*")]
     assert sum(int(b.get(b"hits", 0)) for b in stats) > 100
     assert server.log().count("cache warmed") == 1  # by the master, once, before the workers
+
+
+def test_a_failed_write_in_a_thread_fails_the_run():
+    """The guard above: a writer that gets a 500 makes ``run`` raise, the test fails."""
+
+    def request(method, path, body, user):
+        return (500, {"title": "Internal Server Error"}) if method == "PATCH" else (200, None)
+
+    owner = {"id": "u1", "headers": {}}
+    with pytest.raises(AssertionError, match="Internal Server Error"):
+        run(request, [owner], {"u1": ["p1"]}, writes=3, reads=0)

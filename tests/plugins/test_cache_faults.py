@@ -18,6 +18,14 @@ from tests.plugins.test_cache import QuickApi, served
 from tests.plugins.test_health import TcpProxy
 
 
+def until(condition, what: str, timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
 class OwnRedis:
     """redis-server on a free port, without persistence unless a test saves a snapshot."""
 
@@ -126,7 +134,11 @@ def test_redis_killed_mid_run_fails_no_request_and_serves_nothing_stale_once_bac
     assert metrics.get_sample_value("lumen_cache_breaker_open") == 1
     assert metrics.get_sample_value("lumen_cache_errors_total") >= 3
     own_redis.start()
-    time.sleep(0.6)  # the cooldown, and the background renewal
+    # The background recovery renews the namespace and closes the breaker once Redis answers.
+    until(
+        lambda: check_breaker(cache)["observedValue"] == "closed" and not cache.store.renewal_owed,
+        "the cache never recovered",
+    )
     traffic.run(60)
     assert (traffic.failed, traffic.stale) == (0, 0)
     assert check_breaker(cache)["observedValue"] == "closed"
@@ -251,7 +263,12 @@ def test_no_request_fails_when_redis_answers_too_slowly(make_app, own_redis, red
     admin.execute_command("CLIENT", "UNPAUSE")
     assert waited < 5  # no request waited for Redis: the timeout and the breaker cut it short
     assert (traffic.failed, traffic.stale) == (0, 0)
-    time.sleep(0.3)  # the breaker's cooldown
+    # Requests go on until one, after the cooldown, probes Redis and closes the breaker (a probe
+    # that misses its 20 ms on a busy machine opens it for another cooldown: keep going).
+    until(
+        lambda: traffic.run(1) or check_breaker(app.lumen.cache)["observedValue"] == "closed",
+        "the breaker never closed",
+    )
     traffic.run(20)
     assert (traffic.failed, traffic.stale) == (0, 0)
     assert check_breaker(app.lumen.cache)["observedValue"] == "closed"

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
+from lumen import hookimpl
 from lumen.models import Photo
 from tests.conftest import jpeg, multipart
 
@@ -357,3 +358,161 @@ def test_photo_json_has_exactly_the_documented_shape(client, api):
     assert set(photo) == set(PhotoSchema().fields)
     assert set(photo["urls"]) == {"original", "thumbnail"}
     assert PhotoSchema().dump(PhotoSchema().load(photo)) == photo
+
+
+# --- lists: links, filters and limits, exactly --------------------------------------------------
+
+
+def links(answer) -> dict[str, dict[str, str]]:
+    """The Link header as {rel: query parameters of its target}, each target under this path."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    found = {}
+    header = answer.headers.get("link")
+    for part in header.split(", ") if header else ():
+        target, rel = part.split("; ")
+        assert target.startswith("<") and target.endswith(">"), part
+        url = urlsplit(target[1:-1])
+        assert rel.startswith('rel="') and rel.endswith('"'), part
+        found[rel[5:-1]] = {"path": url.path, **dict(parse_qsl(url.query))}
+    return found
+
+
+def test_link_targets_carry_the_filters_the_limit_and_the_next_and_previous_offsets(client, api):
+    ada, bob = api.user(), api.user()
+    ids = [api.upload(ada)["id"] for _ in range(5)][::-1]  # newest first
+    api.upload(bob)
+    path = f"/api/v1/users/{ada['id']}/photos"
+    first = client.simulate_get("/api/v1/photos", params={"owner_id": ada["id"], "limit": 2})
+    assert links(first) == {
+        "next": {"path": "/api/v1/photos", "owner_id": ada["id"], "limit": "2", "offset": "2"}
+    }
+    middle = client.simulate_get(path, params={"limit": 2, "offset": 1})
+    assert [p["id"] for p in middle.json] == ids[1:3]
+    assert links(middle) == {
+        "next": {"path": path, "limit": "2", "offset": "3"},
+        "prev": {"path": path, "limit": "2", "offset": "0"},
+    }
+    # Following the links walks every photo once, in order, and ends with no next.
+    seen, params = [], {"limit": "2"}
+    for _ in range(5):
+        page = client.simulate_get(path, params=params)
+        seen += [p["id"] for p in page.json]
+        if "next" not in links(page):
+            break
+        params = {k: v for k, v in links(page)["next"].items() if k != "path"}
+    assert seen == ids
+    assert links(page) == {"prev": {"path": path, "limit": "2", "offset": "2"}}
+    # Exactly at the end: offset + limit == total has no next.
+    exact = client.simulate_get(path, params={"limit": 5})
+    assert len(exact.json) == 5 and "next" not in links(exact) and "link" not in exact.headers
+
+
+class FakeGazetteer:
+    """Two cities, answered through the lookup hook the locations plugin implements."""
+
+    CITIES = {
+        101: {"id": 101, "name": "Aachen", "country_code": "DE"},
+        202: {"id": 202, "name": "Bergen", "country_code": "NO"},
+    }
+
+    @hookimpl
+    def lumen_location_lookup(self, lumen, location_ids):
+        return {i: self.CITIES[i] for i in location_ids if i in self.CITIES}
+
+
+def test_the_location_filter_lists_the_photos_of_that_city_only(make_app):
+    import falcon.testing
+
+    from tests.conftest import Api
+
+    client = falcon.testing.TestClient(make_app(FakeGazetteer()))
+    api = Api(client)
+    owner = api.user()
+    aachen = [api.upload(owner, location_id="101")["id"] for _ in range(2)][::-1]
+    bergen = api.upload(owner, location_id="202")["id"]
+    api.upload(owner)  # nowhere
+    private = api.upload(owner, location_id="101", visibility="private")["id"]
+
+    listed = client.simulate_get("/api/v1/photos", params={"location_id": "101"})
+    assert listed.status_code == 200
+    assert [p["id"] for p in listed.json] == aachen
+    assert listed.headers["x-total-count"] == "2"
+    assert {p["location"]["name"] for p in listed.json} == {"Aachen"}
+    own = client.simulate_get(
+        "/api/v1/photos", params={"location_id": "101"}, headers=owner["headers"]
+    )
+    assert [p["id"] for p in own.json] == [private, *aachen]
+    other = client.simulate_get("/api/v1/photos", params={"location_id": "202"})
+    assert [p["id"] for p in other.json] == [bergen]
+    paged = client.simulate_get("/api/v1/photos", params={"location_id": "101", "limit": 1})
+    assert links(paged)["next"]["location_id"] == "101"
+    nowhere = client.simulate_get("/api/v1/photos", params={"location_id": "303"})
+    assert (nowhere.status_code, nowhere.json) == (200, [])
+
+
+@pytest.mark.parametrize(
+    "params, status",
+    [
+        ({"limit": "1"}, 200),
+        ({"limit": "100"}, 200),
+        ({"limit": "101"}, 400),
+        ({"limit": "0"}, 400),
+        ({"offset": "0"}, 200),
+        ({"offset": "-1"}, 400),
+        ({"offset": str(2**31 - 1)}, 200),
+        ({"offset": str(2**31)}, 400),
+        ({"location_id": "1"}, 200),
+        ({"location_id": "0"}, 400),
+        ({"location_id": str(2**31 - 1)}, 200),
+        ({"location_id": str(2**31)}, 400),
+    ],
+)
+def test_list_parameters_exactly_at_and_one_past_their_limits(client, params, status):
+    answer = client.simulate_get("/api/v1/photos", params=params)
+    assert answer.status_code == status, answer.text
+    if status == 400:
+        (name,) = params
+        assert answer.json["description"].startswith(f"{name}: must be")
+    else:
+        assert answer.json == []
+
+
+def test_a_list_of_exactly_limit_photos_and_one_more(client, api):
+    owner = api.user()
+    for _ in range(3):
+        api.upload(owner)
+    three = client.simulate_get("/api/v1/photos", params={"limit": 3})
+    assert len(three.json) == 3 and "link" not in three.headers
+    two = client.simulate_get("/api/v1/photos", params={"limit": 2})
+    assert len(two.json) == 2 and links(two)["next"]["offset"] == "2"
+
+
+@pytest.mark.parametrize("length, status", [(2000, 200), (2001, 400)])
+def test_a_caption_exactly_at_its_limit_and_one_past_it(client, api, length, status):
+    owner = api.user()
+    photo = api.upload(owner, caption="before")
+    url = f"/api/v1/photos/{photo['id']}"
+    answer = client.simulate_patch(url, json={"caption": "é" * length}, headers=owner["headers"])
+    assert answer.status_code == status
+    kept = client.simulate_get(url).json["caption"]
+    assert kept == ("é" * length if status == 200 else "before")
+    if status == 400:
+        assert answer.json["description"] == "caption: must be at most 2000 characters"
+
+
+@pytest.mark.parametrize("extra, status", [(0, 201), (1, 413)])
+def test_an_upload_exactly_at_max_upload_mb_and_one_byte_past_it(make_app, extra, status):
+    import falcon.testing
+
+    from tests.conftest import Api
+
+    image = jpeg(32, 32)
+    limit_mb = len(image) / (1024 * 1024)
+    app = make_app(MAX_UPLOAD_MB=repr(limit_mb))
+    api = Api(falcon.testing.TestClient(app))
+    # A JPEG decoder stops at its end-of-image marker: trailing bytes change only the size.
+    data = image if extra == 0 else image + b"\0"
+    assert int(app.lumen.settings.max_upload_mb * 1024 * 1024) == len(image)
+    api.upload(api.user(), data, expect=status)
+    assert photo_rows(app) == (1 if status == 201 else 0)

@@ -1,9 +1,12 @@
 """Users and tokens: every row of API.md's users and tokens table."""
 
+import uuid
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from sqlalchemy import func, select
 
-from lumen.models import Token, User
+from lumen.models import Token, User, utcnow
 
 
 def count(app, model):
@@ -89,7 +92,7 @@ def test_token_login_and_bad_credentials(client, app, api):
     )
     assert good.status_code == 201
     assert good.json["user_id"] == user["id"]
-    assert good.json["expires_at"]
+    assert good.json["expires_at"].endswith("+00:00")  # RFC 3339, UTC
     for username, password in [("alan", "wrong-password"), ("nobody", "enigma-machine")]:
         bad = client.simulate_post(
             "/api/v1/tokens", json={"username": username, "password": password}
@@ -173,3 +176,102 @@ def test_photo_count_counts_what_the_caller_may_see(client, api):
     assert client.simulate_get(url).json["photo_count"] == 1
     assert client.simulate_get(url, headers=bob["headers"]).json["photo_count"] == 1
     assert client.simulate_get(url, headers=ada["headers"]).json["photo_count"] == 2
+
+
+def issued(client, api, ttl_hours: float) -> tuple[dict, datetime]:
+    """A token and when it must expire: ``ttl_hours`` after the request, give or take it."""
+    user = api.user()
+    before = datetime.now(UTC)
+    answer = client.simulate_post(
+        "/api/v1/tokens", json={"username": user["username"], "password": "correct horse"}
+    )
+    after = datetime.now(UTC)
+    assert answer.status_code == 201
+    expires_at = datetime.fromisoformat(answer.json["expires_at"])
+    assert expires_at.utcoffset() == timedelta(0)
+    ttl = timedelta(hours=ttl_hours)
+    assert before + ttl - timedelta(seconds=1) <= expires_at <= after + ttl + timedelta(seconds=1)
+    return answer.json, expires_at
+
+
+@pytest.mark.security
+def test_token_ttl_hours_sets_when_a_token_expires(make_app):
+    import falcon.testing
+
+    from tests.conftest import Api
+
+    app = make_app(TOKEN_TTL_HOURS="2")
+    client = falcon.testing.TestClient(app)
+    token, expires_at = issued(client, Api(client), 2)
+    headers = {"Authorization": f"Bearer {token['token']}"}
+    me = f"/api/v1/users/{token['user_id']}"
+    assert client.simulate_get(me, headers=headers).status_code == 200
+    # At its expiry instant the token stops working (expiry is inclusive).
+    with app.lumen.Session() as session:
+        row = session.scalar(
+            select(Token)
+            .where(Token.user_id == uuid.UUID(token["user_id"]))
+            .order_by(Token.created_at.desc())
+        )
+        assert abs(row.expires_at - expires_at) < timedelta(seconds=1)
+        row.expires_at = utcnow()
+        session.commit()
+    refused = client.simulate_get(me, headers=headers)
+    assert refused.status_code == 401
+    assert refused.json["description"] == (
+        "Authorization: the token is invalid, expired or revoked"
+    )
+
+
+def test_tokens_last_thirty_days_by_default(client, api):
+    issued(client, api, 720)
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "abc"])
+def test_a_bad_token_ttl_hours_is_refused_naming_it(value):
+    from lumen.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"TOKEN_TTL_HOURS": value})
+    assert str(raised.value).startswith(f"invalid setting TOKEN_TTL_HOURS={value!r}: ")
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"username": "abc", "password": "x" * 8}, 201),
+        ({"username": "a" * 32, "password": "x" * 8}, 201),
+        ({"username": "ab", "password": "x" * 8}, 400),
+        ({"username": "a" * 33, "password": "x" * 8}, 400),
+        ({"username": "seven", "password": "x" * 7}, 400),
+        ({"username": "long", "password": "x" * 1024}, 201),
+        ({"username": "longer", "password": "x" * 1025}, 400),
+        ({"username": "named", "password": "x" * 8, "display_name": "d" * 100}, 201),
+        ({"username": "named2", "password": "x" * 8, "display_name": "d" * 101}, 400),
+    ],
+)
+def test_registration_fields_exactly_at_and_one_past_their_limits(client, app, body, status):
+    answer = client.simulate_post("/api/v1/users", json=body)
+    assert answer.status_code == status, answer.text
+    assert count(app, User) == (1 if status == 201 else 0)
+    if status == 400:
+        field = "display_name" if "display_name" in body else None
+        field = field or ("password" if len(body["password"]) not in range(8, 1025) else "username")
+        assert answer.json["description"].startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize("extra, status", [(0, 200), (1, 413)])
+def test_a_json_body_of_exactly_one_mebibyte_and_one_byte_more(client, api, extra, status):
+    import json
+
+    user = api.user()
+    url = f"/api/v1/users/{user['id']}"
+    body = json.dumps({"display_name": "Ada"})
+    body = body[:-1] + " " * (1024 * 1024 - len(body) + extra) + "}"  # white space pads it
+    assert len(body) == 1024 * 1024 + extra
+    headers = {**user["headers"], "Content-Type": "application/json"}
+    answer = client.simulate_patch(url, body=body, headers=headers)
+    assert answer.status_code == status, answer.text
+    assert client.simulate_get(url).json["display_name"] == ("Ada" if status == 200 else None)
