@@ -93,9 +93,10 @@ def test_half_a_tls_key_pair_stops_gunicorn_with_one_line(environ, tmp_path, giv
         timeout=60,
     )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == (
-        "lumen: LUMEN_TLS_CERT and LUMEN_TLS_KEY must be set together"
-    )
+    missing = {"LUMEN_TLS_CERT": "LUMEN_TLS_KEY", "LUMEN_TLS_KEY": "LUMEN_TLS_CERT"}[given]
+    assert done.stderr.strip().splitlines() == [
+        f"lumen: invalid setting {missing}='': required when {given} is set"
+    ]
     assert "Booting worker" not in done.stderr
 
 
