@@ -41,7 +41,8 @@ class PhotosResource:
         """List photos: public ones and the caller's own private ones."""
         owner_id = None
         if req.get_param("owner_id") is not None:
-            owner_id = req.get_param_as_uuid("owner_id")
+            # An unknown owner is a 404 before anything is read or cached for it.
+            owner_id = get_user(req.context.db, req.get_param_as_uuid("owner_id")).id
         serve_list(self.lumen, req, resp, owner_id)
 
     def on_post(self, req, resp):

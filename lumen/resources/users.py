@@ -49,5 +49,5 @@ class UserResource:
         if user.id != caller.id:
             raise falcon.HTTPForbidden(title="Forbidden", description="id: not your profile")
         users.rename(db, user, load_body(req, UserUpdateSchema()))
-        public, everything = users.photo_counts(db, user.id)
+        _, everything = users.photo_counts(db, user.id)
         resp.media = users.render_user(user, everything)

@@ -161,6 +161,9 @@ def test_absent_rows_are_not_cached(capi, cached_app, redis_client, redis_prefix
     for _ in range(2):
         assert capi.client.simulate_get(f"/api/v1/photos/{missing}").status_code == 404
         assert capi.client.simulate_get(f"/api/v1/users/{missing}").status_code == 404
+        unknown_owner = capi.client.simulate_get("/api/v1/photos", params={"owner_id": missing})
+        assert unknown_owner.status_code == 404
+        assert unknown_owner.json["description"] == "id: no such user"
     # Nothing that outlives a stampede lock is left behind by reads of what does not exist:
     # no entry, the locks freed, the generations the lookups made expiring with the lock's
     # TTL. What else remains is the deployment's own: its namespace epoch (set on first

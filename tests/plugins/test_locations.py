@@ -669,3 +669,46 @@ def test_gunicorn_imports_on_first_start_and_every_worker_forgets_old_answers(
         assert fresh_in_a_row == 20, server.log()[-3000:]
     finally:
         lumen.shutdown()
+
+
+@pytest.mark.slow
+def test_a_reimport_purges_every_cached_entry_that_embeds_a_city(
+    make_app, backend, imported, monkeypatch, redis_url, redis_prefix, redis_client
+):
+    """Cached photos and lists embed their city: after a re-import that renames it, no cached
+    answer shows the old name, while a cached entry without a city (a profile) stays."""
+    from lumen_plugins.locations import locations_of
+
+    app = make_app(
+        LUMEN_PLUGINS="locations,cache", REDIS_URL=redis_url, CACHE_KEY_PREFIX=redis_prefix
+    )
+    client = falcon.testing.TestClient(app)
+    api = Api(client)
+    owner = api.user()
+    photo = api.upload(owner, location_id=str(BERLIN))
+    url = f"/api/v1/photos/{photo['id']}"
+    profile = f"/api/v1/users/{owner['id']}"
+    for _ in range(2):  # the second answer of each comes from the cache
+        assert client.simulate_get(url).json["location"]["name"] == "Berlin"
+        assert client.simulate_get("/api/v1/photos").json[0]["location"]["name"] == "Berlin"
+        client.simulate_get(profile)
+    profile_generation = f"{redis_prefix}:tag:user:{owner['id']}:profile"
+    profile_before = redis_client.get(profile_generation)
+
+    original = gazetteer.read_dataset
+
+    def renamed(dataset):
+        for record in original(dataset):
+            if record["geonameid"] == BERLIN:
+                record = {**record, "name": "Berlin Renamed"}
+            yield record
+
+    monkeypatch.setattr(gazetteer, "read_dataset", renamed)
+    try:
+        locations_of(app.lumen).import_gazetteer("cities15000")
+        assert client.simulate_get(url).json["location"]["name"] == "Berlin Renamed"
+        listed = client.simulate_get("/api/v1/photos").json[0]
+        assert listed["location"]["name"] == "Berlin Renamed"
+        assert redis_client.get(profile_generation) == profile_before  # not purged
+    finally:
+        importer.write(backend[2], imported)
