@@ -275,16 +275,10 @@ def redis_client(redis_url, redis_prefix):
 
 @pytest.fixture(autouse=True)
 def _global_state_restored():
-    """In-process CLI runs and app builds configure the root logger and note the plugins'
-    settings sections in a module global; the next test starts with both as they were."""
+    """In-process CLI runs configure the root logger; the next test starts with it as it was."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    sections = getattr(lumen_config, "_sections", None)
-    saved_sections = dict(sections) if sections is not None else None
     yield
-    if sections is not None:
-        sections.clear()
-        sections.update(saved_sections)
     added = [h for h in root.handlers if h not in handlers]
     for handler in [h for h in added if not type(h).__module__.startswith("_pytest")]:
         root.removeHandler(handler)
