@@ -91,6 +91,12 @@ class CoreSettingsSchema(Schema):
         **_env("MAX_UPLOAD_MB"),
     )
     thumbnail_size = positive_int("THUMBNAIL_SIZE", 512, minimum=16)
+    # Decoding costs about 4 bytes of memory per pixel: this bounds what one upload costs.
+    max_image_megapixels = fields.Float(
+        load_default=50.0,
+        validate=validate.Range(min=0, min_inclusive=False),
+        **_env("MAX_IMAGE_MEGAPIXELS"),
+    )
     token_ttl_hours = positive_int("TOKEN_TTL_HOURS", 720)
     open_registration = _Bool(load_default=True, **_env("LUMEN_OPEN_REGISTRATION"))
 
