@@ -15,11 +15,12 @@ from lumen import events, images
 from lumen.auth import require_user
 from lumen.errors import invalid
 from lumen.models import Photo
-from lumen.resources.paging import Page, parse_id
+from lumen.resources.paging import Page, parse_id, uuid_param
 from lumen.resources.users import get_user, visibility_filter
 from lumen.schemas import (
     PhotoUpdateSchema,
     PhotoUploadSchema,
+    int_param,
     load_body,
     validate_data,
 )
@@ -142,13 +143,9 @@ def list_cache_key(viewer, page: Page, owner_id, location_id) -> str | None:
     return f"user:{owner_id}:photos:{scope}:{page.limit}:{page.offset}"
 
 
-def serve_list(lumen, req, resp, owner_id=None) -> None:
+def serve_list(lumen, req, resp, path: str, owner_id=None, query=None) -> None:
     page = Page.from_request(req)
-    location_id = None
-    if req.get_param("location_id") is not None:
-        location_id = req.get_param_as_int("location_id", min_value=1, max_value=MAX_ID)
-        if location_id is None:
-            raise invalid("location_id", "must be a positive integer")
+    location_id = int_param(req, "location_id", None, 1, MAX_ID)
     viewer = req.context.user
 
     def load():
@@ -156,7 +153,9 @@ def serve_list(lumen, req, resp, owner_id=None) -> None:
 
     key = list_cache_key(viewer, page, owner_id, location_id)
     result = lumen.cached(key, load) if key else load()
-    page.respond(req, resp, result["items"], result["total"])
+    page.respond(
+        resp, result["items"], result["total"], path, {**(query or {}), "location_id": location_id}
+    )
 
 
 class PhotosResource:
@@ -165,10 +164,8 @@ class PhotosResource:
 
     def on_get(self, req, resp):
         """List photos: public ones and the caller's own private ones."""
-        owner_id = None
-        if req.get_param("owner_id") is not None:
-            owner_id = req.get_param_as_uuid("owner_id")
-        serve_list(self.lumen, req, resp, owner_id)
+        owner_id = uuid_param(req, "owner_id")
+        serve_list(self.lumen, req, resp, "/api/v1/photos", owner_id, {"owner_id": owner_id})
 
     def on_post(self, req, resp):
         """Upload a photo (multipart/form-data)."""
@@ -214,18 +211,20 @@ class PhotosResource:
     def _store(self, db: Session, owner, incoming, data: dict) -> Photo:
         lumen, storage = self.lumen, self.lumen.storage
         try:
-            info = images.inspect(incoming.path)
-        except images.ImageTooLarge:
+            info, thumb_bytes = images.process(
+                incoming.path,
+                lumen.settings.thumbnail_size,
+                int(lumen.settings.max_image_megapixels * 1e6),
+            )
+        except images.ImageTooLarge as exc:
             raise falcon.HTTPContentTooLarge(
-                title="Image too large", description="file: has more pixels than allowed"
+                title="Image too large", description=f"file: {exc}"
             ) from None
         except images.UnsupportedImage as exc:
             raise falcon.HTTPUnsupportedMediaType(
                 title="Unsupported image", description=f"file: {exc}"
             ) from None
-        thumb = storage.receive_bytes(
-            images.thumbnail(incoming.path, lumen.settings.thumbnail_size)
-        )
+        thumb = storage.receive_bytes(thumb_bytes)
         try:
             # Held until the transaction ends: from here to the commit no other request can
             # delete these files, and a second upload of the same bytes waits to see this one.
@@ -354,7 +353,7 @@ class UserPhotosResource:
     def on_get(self, req, resp, user_id):
         """A user's photos that the caller may see, newest first."""
         user = get_user(req.context.db, parse_id(user_id))
-        serve_list(self.lumen, req, resp, owner_id=user.id)
+        serve_list(self.lumen, req, resp, f"/api/v1/users/{user.id}/photos", owner_id=user.id)
 
 
 class PhotoResource:
