@@ -51,7 +51,19 @@ _UPRIGHT = {
 _RESAMPLED_MODES = ("L", "LA", "RGB", "RGBA", "CMYK")
 
 
-def pixel_rule(max_pixels: int) -> str:
+# Decoding costs about 4 bytes per pixel (JPEG much less: it is decoded at reduced scale),
+# except WebP: Pillow decodes every WebP with libwebp's animation decoder, which holds two
+# full RGBA canvases, then copies the frame out and into the image, about 16 bytes per pixel.
+# A WebP gets a quarter of the pixels, so that no format costs more than the others.
+WEBP_SHARE = 4
+
+
+def pixel_rule(max_pixels: int, image_format: str | None = None) -> str:
+    if image_format == "WEBP":
+        return (
+            f"must be at most {max_pixels // WEBP_SHARE / 1e6:g} megapixels as WebP "
+            f"(a quarter of MAX_IMAGE_MEGAPIXELS)"
+        )
     return f"must be at most {max_pixels / 1e6:g} megapixels (MAX_IMAGE_MEGAPIXELS)"
 
 
@@ -73,9 +85,10 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
         image.close()
         raise UnsupportedImage(f"format {image.format} is not JPEG, PNG, WebP or GIF")
     width, height = image.size
-    if width * height > max_pixels:  # from the header: before any pixel is decoded
+    allowed = max_pixels // WEBP_SHARE if image.format == "WEBP" else max_pixels
+    if width * height > allowed:  # from the header: before any pixel is decoded
         image.close()
-        raise ImageTooLarge(f"{pixel_rule(max_pixels)}, not {width}x{height}")
+        raise ImageTooLarge(f"{pixel_rule(max_pixels, image.format)}, not {width}x{height}")
     return image
 
 

@@ -82,6 +82,17 @@ def test_the_limit_is_on_width_times_height(tmp_path):
         images.process(tall, 64, 3999)
 
 
+def test_a_webp_gets_a_quarter_of_the_pixels(tmp_path):
+    path = write(tmp_path, encoded(Image.new("RGB", (100, 40)), "WEBP"))
+    images.process(path, 64, 16000)
+    with pytest.raises(images.ImageTooLarge) as refused:
+        images.process(path, 64, 15999)
+    assert str(refused.value) == (
+        "must be at most 0.003999 megapixels as WebP (a quarter of MAX_IMAGE_MEGAPIXELS), "
+        "not 100x40"
+    )
+
+
 def test_pillows_decompression_bomb_limit_still_holds(tmp_path):
     path = write(tmp_path, png_header(14000, 14000))  # 196 MP: over twice Pillow's limit
     with pytest.raises(images.ImageTooLarge):
