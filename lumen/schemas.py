@@ -255,6 +255,18 @@ def check_strings(data: dict) -> None:
                 pending.extend(item)
 
 
+FORM_TEXT_RULE = "must be text in UTF-8 (or in the charset its part declares)"
+
+
+def form_text(part) -> str | None:
+    """A multipart text field (None unless text/plain), or a 400 naming it when its bytes are
+    not text in its charset."""
+    try:
+        return part.get_text()
+    except falcon.MediaMalformedError:
+        raise invalid(part.name, FORM_TEXT_RULE) from None
+
+
 def int_param(req: falcon.Request, name: str, default: int, minimum: int, maximum: int | None):
     """An integer query parameter within bounds, or a 400 naming it and the bounds."""
     raw = req.get_param(name)

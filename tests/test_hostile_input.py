@@ -16,6 +16,7 @@ from lumen.resources.paging import UUID_RULE
 from lumen.schemas import (
     CAPTION_CONTROLS_RULE,
     DISPLAY_NAME_CONTROLS_RULE,
+    FORM_TEXT_RULE,
     NESTING_RULE,
     NUL_RULE,
     SURROGATE_RULE,
@@ -140,6 +141,20 @@ def test_a_caption_in_a_form_is_held_to_the_same_rules(client, app, api, data, c
         "/api/v1/photos", body=body, headers={**user["headers"], "Content-Type": content_type}
     )
     assert_invalid(result, "caption", rule)
+    assert count(app, Photo) == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "charset"),
+    [(b"a\xffb", None), (b"\xed\xa0\x80", None), (b"abc", "no-such-charset")],
+)
+def test_a_form_field_that_is_not_text_is_400_naming_it(client, app, api, data, charset):
+    user = api.user()
+    body, content_type = multipart_text("caption", data, charset)
+    result = client.simulate_post(
+        "/api/v1/photos", body=body, headers={**user["headers"], "Content-Type": content_type}
+    )
+    assert_invalid(result, "caption", FORM_TEXT_RULE)
     assert count(app, Photo) == 0
 
 

@@ -20,6 +20,7 @@ from lumen.resources.users import get_user, visibility_filter
 from lumen.schemas import (
     PhotoUpdateSchema,
     PhotoUploadSchema,
+    form_text,
     int_param,
     load_body,
     validate_data,
@@ -188,7 +189,7 @@ class PhotosResource:
                 if part.name == "file" and incoming is None:
                     incoming = storage.receive(part.stream, max_bytes)
                 elif part.name in UPLOAD_FIELDS and part.name not in fields:
-                    fields[part.name] = part.get_text()
+                    fields[part.name] = form_text(part)
                 else:
                     raise invalid(part.name or "part", "unknown or repeated form field")
             if incoming is None:
