@@ -84,7 +84,12 @@ class UserCreateSchema(StrictSchema):
     password = fields.String(
         required=True,
         load_only=True,
-        validate=validate.Length(min=8, max=1024, error="must be 8 to 1024 characters"),
+        # _storable as well: `lumen users create` reads no JSON, and a password the API would
+        # refuse at login must not be set.
+        validate=[
+            _storable,
+            validate.Length(min=8, max=1024, error="must be 8 to 1024 characters"),
+        ],
     )
     display_name = fields.String(allow_none=True, validate=_display_name)
 

@@ -338,3 +338,19 @@ def test_more_pixels_than_max_image_megapixels_is_413_naming_the_rule(make_app, 
     )
     assert count(app, Photo) == 1
     assert not [p for p in app.lumen.storage.files() if p.parent.name == "tmp"]
+
+
+def test_the_schemas_hold_the_rules_without_a_json_body():
+    """`lumen users create` validates through UserCreateSchema, not load_body."""
+    from marshmallow import ValidationError
+
+    from lumen.schemas import UserCreateSchema
+
+    for body, field, rule in (
+        ({"password": "long\x00enough"}, "password", NUL_RULE),
+        ({"password": "long\ud800enough"}, "password", SURROGATE_RULE),
+        ({"display_name": "a\u202eb"}, "display_name", DISPLAY_NAME_CONTROLS_RULE),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            UserCreateSchema().load({"username": "cli_user", "password": "long enough", **body})
+        assert refused.value.normalized_messages() == {field: [rule]}
