@@ -76,7 +76,8 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
         try:
             image = Image.open(path, formats=ACCEPTED_FORMATS)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageTooLarge(pixel_rule(max_pixels)) from None
+            # Only when MAX_IMAGE_MEGAPIXELS is set above Pillow's own limit.
+            raise ImageTooLarge(pixel_rule(min(max_pixels, Image.MAX_IMAGE_PIXELS))) from None
         except UnidentifiedImageError:
             raise UnsupportedImage("not a decodable JPEG, PNG, WebP or GIF") from None
         except (OSError, SyntaxError, ValueError) as exc:
