@@ -96,18 +96,16 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
 def _decode_thumbnail(image: Image.Image, size: int) -> Image.Image:
     """Decode the image, once, into a thumbnail at most ``size`` on each side. JPEGs are
     decoded at the smallest DCT scale that still covers the thumbnail (Pillow's draft), other
-    formats are reduced by whole factors before resampling; either way every byte of the file
-    is decoded, so a truncated or corrupt file fails here."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            if image.mode not in _RESAMPLED_MODES:
-                image.load()
-                image = image.convert("RGBA" if image.has_transparency_data else "RGB")
-            image.thumbnail((size, size))  # drafts and loads; a no-op on a small image
+    formats are reduced by whole factors before resampling; either way all of the image data
+    (of the first frame) is decoded, so a truncated or corrupt file fails here."""
+    try:
+        if image.mode not in _RESAMPLED_MODES:
             image.load()
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise UnsupportedImage(f"the image cannot be decoded ({exc})") from None
+            image = image.convert("RGBA" if image.has_transparency_data else "RGB")
+        image.thumbnail((size, size))  # drafts and loads; a no-op on a small image
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise UnsupportedImage(f"the image cannot be decoded ({exc})") from None
     if image.mode not in ("RGB", "RGBA"):
         image = image.convert("RGBA" if image.has_transparency_data else "RGB")
     return image
@@ -122,7 +120,7 @@ def _metadata(image: Image.Image) -> tuple[int | None, datetime | None, float | 
         orientation = exif.get(ExifTags.Base.Orientation)
         taken_at = _exif_time(exif)
         latitude, longitude = _exif_gps(exif)
-    except Exception as exc:  # noqa: BLE001 - any failure of the parser means "no metadata"
+    except Exception as exc:  # whatever the parser raises, it means "no usable metadata"
         log.info("unreadable EXIF ignored", extra={"error": type(exc).__name__})
         return None, None, None, None
     return orientation if orientation in _UPRIGHT else None, taken_at, latitude, longitude
