@@ -182,6 +182,8 @@ class CoreSettingsSchema(SettingsSchema):
     max_storage_gb = positive_number("MAX_STORAGE_GB", 40.0)
     max_upload_mb = positive_number("MAX_UPLOAD_MB", 25.0)
     thumbnail_size = positive_int("THUMBNAIL_SIZE", 512, minimum=16)
+    # Decoding costs about 4 bytes of memory per pixel: this bounds what one upload costs.
+    max_image_megapixels = positive_number("MAX_IMAGE_MEGAPIXELS", 50.0)
     token_ttl_hours = positive_int("TOKEN_TTL_HOURS", 720)
     open_registration = boolean("LUMEN_OPEN_REGISTRATION", True)
 

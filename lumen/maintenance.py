@@ -103,6 +103,7 @@ def seed(
     over them, with real image files. Returns (users, photos) created."""
     rng = random.Random(seed_value)
     storage, thumb_size = lumen.storage, lumen.settings.thumbnail_size
+    max_pixels = int(lumen.settings.max_image_megapixels * 1e6)
     password_hash = hash_password("seeded-user-password")  # one hash: argon2 is slow on purpose
     stamp = int(time.time())
     with lumen.unit_of_work() as session:
@@ -129,8 +130,8 @@ def seed(
                 size = rng.choice((320, 480, 640)), rng.choice((240, 360, 480))
                 data = synthetic_image(rng, *size)
                 original = storage.receive_bytes(data)
-                info = images.inspect(original.path)
-                thumb = storage.receive_bytes(images.thumbnail(original.path, thumb_size))
+                info, thumb_bytes = images.process(original.path, thumb_size, max_pixels)
+                thumb = storage.receive_bytes(thumb_bytes)
                 storage.keep(original)
                 storage.keep(thumb)
                 photo = new_photo(

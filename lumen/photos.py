@@ -250,13 +250,16 @@ def nearest_location_id(lumen, latitude: float, longitude: float) -> int | None:
     return city["id"] if city else None
 
 
-def inspect_upload(path) -> images.ImageInfo:
-    """The image's facts, or the 413/415 that refuses it."""
+def process_upload(lumen, path) -> tuple[images.ImageInfo, bytes]:
+    """The image's facts and its thumbnail (one decode), or the 413/415 that refuses it."""
+    settings = lumen.settings
     try:
-        return images.inspect(path)
-    except images.ImageTooLarge:
+        return images.process(
+            path, settings.thumbnail_size, int(settings.max_image_megapixels * 1e6)
+        )
+    except images.ImageTooLarge as exc:
         raise falcon.HTTPContentTooLarge(
-            title="Image too large", description="file: has more pixels than allowed"
+            title="Image too large", description=f"file: {exc}"
         ) from None
     except images.UnsupportedImage as exc:
         raise falcon.HTTPUnsupportedMediaType(
@@ -287,8 +290,8 @@ def add_photo(lumen, session: Session, owner, incoming: Incoming, data: dict) ->
     """Validate the received file, keep it with its thumbnail, and add the photo's row.
     Files first, row second; a transaction that does not commit takes back the files it made."""
     storage = lumen.storage
-    info = inspect_upload(incoming.path)
-    thumb = storage.receive_bytes(images.thumbnail(incoming.path, lumen.settings.thumbnail_size))
+    info, thumb_bytes = process_upload(lumen, incoming.path)
+    thumb = storage.receive_bytes(thumb_bytes)
     try:
         # Held until the transaction ends: from here to the commit no other request can
         # delete these files, and a second upload of the same bytes waits to see this one.

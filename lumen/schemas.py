@@ -4,6 +4,7 @@ of the component schemas in /openapi.json."""
 from __future__ import annotations
 
 import json
+import re
 
 import falcon
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
@@ -14,6 +15,59 @@ from lumen.validation import first_problem
 
 MAX_JSON_BYTES = 1024 * 1024
 USERNAME_RULE = "must be 3-32 characters of a-z, 0-9, '_', '.' and '-'"
+
+# Text that the databases cannot store alike: PostgreSQL refuses NUL in text and neither
+# driver can encode an unpaired surrogate ("\ud800" is valid JSON), so both are refused up
+# front, the same way on both backends.
+NUL_RULE = "must not contain NUL characters (U+0000)"
+SURROGATE_RULE = "must be valid Unicode (no unpaired surrogates U+D800-U+DFFF)"
+NESTING_RULE = "must be a JSON object whose values are not nested arrays or objects"
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# Text shown to other users: C0 and C1 controls, and the bidirectional embedding, override and
+# isolate controls, which can make one name display as another (U+202E turns "evil\u202elapyap"
+# into "evilpaypal"). Zero-width joiners (U+200C, U+200D), which emoji and several scripts
+# need, and the bidi marks (U+200E, U+200F, U+061C) stay.
+_BIDI_CONTROLS = "\u202a-\u202e\u2066-\u2069"
+_BIDI_NOTE = (
+    "nor bidirectional embedding, override or isolate controls (U+202A-U+202E, U+2066-U+2069)"
+)
+DISPLAY_NAME_CONTROLS_RULE = f"must not contain control characters, {_BIDI_NOTE}"
+CAPTION_CONTROLS_RULE = (
+    f"must not contain control characters other than tab and line breaks, {_BIDI_NOTE}"
+)
+_DISPLAY_NAME_CONTROLS = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI_CONTROLS}]")
+# A caption keeps tab, newline and CRLF (what browsers send for a line break in a form).
+_CAPTION_CONTROLS = re.compile(f"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f-\x9f{_BIDI_CONTROLS}]|\r(?!\n)")
+
+
+def text_rule_broken(value: str) -> str | None:
+    """The rule ``value`` breaks if the databases cannot store it (NUL, lone surrogates)."""
+    if "\x00" in value:
+        return NUL_RULE
+    if not value.isascii() and _SURROGATES.search(value):
+        return SURROGATE_RULE
+    return None
+
+
+def _refuse(pattern: re.Pattern, rule: str):
+    def check(value: str) -> None:
+        if pattern.search(value):
+            raise ValidationError(rule)
+
+    return check
+
+
+def _storable(value: str) -> None:
+    rule = text_rule_broken(value)
+    if rule:
+        raise ValidationError(rule)
+
+
+_display_name = [
+    _storable,
+    validate.Length(max=100, error="must be at most 100 characters"),
+    _refuse(_DISPLAY_NAME_CONTROLS, DISPLAY_NAME_CONTROLS_RULE),
+]
 
 
 class StrictSchema(Schema):
@@ -31,19 +85,18 @@ class UserCreateSchema(StrictSchema):
     password = fields.String(
         required=True,
         load_only=True,
-        validate=validate.Length(min=8, max=1024, error="must be 8 to 1024 characters"),
+        # _storable as well: `lumen users create` reads no JSON, and a password the API would
+        # refuse at login must not be set.
+        validate=[
+            _storable,
+            validate.Length(min=8, max=1024, error="must be 8 to 1024 characters"),
+        ],
     )
-    display_name = fields.String(
-        allow_none=True, validate=validate.Length(max=100, error="must be at most 100 characters")
-    )
+    display_name = fields.String(allow_none=True, validate=_display_name)
 
 
 class UserUpdateSchema(StrictSchema):
-    display_name = fields.String(
-        required=True,
-        allow_none=True,
-        validate=validate.Length(max=100, error="must be at most 100 characters"),
-    )
+    display_name = fields.String(required=True, allow_none=True, validate=_display_name)
 
 
 class TokenCreateSchema(StrictSchema):
@@ -52,7 +105,12 @@ class TokenCreateSchema(StrictSchema):
 
 
 _caption = dict(
-    allow_none=True, validate=validate.Length(max=2000, error="must be at most 2000 characters")
+    allow_none=True,
+    validate=[
+        _storable,
+        validate.Length(max=2000, error="must be at most 2000 characters"),
+        _refuse(_CAPTION_CONTROLS, CAPTION_CONTROLS_RULE),
+    ],
 )
 _visibility = dict(validate=validate.OneOf(VISIBILITIES, error="must be one of: public, private"))
 _location_id = dict(
@@ -165,9 +223,47 @@ def load_body(req: falcon.Request, schema: Schema) -> dict:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise invalid("body", "must be valid JSON") from None
+    except RecursionError:
+        # The parser recurses per level: 1 MB of "[" is far deeper than the stack. No body
+        # nests at all, so this is the rule every such body breaks.
+        raise invalid("body", NESTING_RULE) from None
     if not isinstance(data, dict):
         raise invalid("body", "must be a JSON object")
+    check_strings(data)
     return validate_data(schema, data)
+
+
+def check_strings(data: dict) -> None:
+    """A 400 naming the top-level field of the first string, key or value at any depth, that
+    the databases cannot store (see ``text_rule_broken``); keys that break it are "body"."""
+    for key, value in data.items():
+        rule = text_rule_broken(key)
+        if rule:
+            raise invalid("body", rule)
+        pending = [value]
+        while pending:  # iterative: a body may nest as deep as the parser allowed
+            item = pending.pop()
+            if isinstance(item, str):
+                rule = text_rule_broken(item)
+                if rule:
+                    raise invalid(key, rule)
+            elif isinstance(item, dict):
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            elif isinstance(item, list):
+                pending.extend(item)
+
+
+FORM_TEXT_RULE = "must be text in UTF-8 (or in the charset its part declares)"
+
+
+def form_text(part) -> str | None:
+    """A multipart text field (None unless text/plain), or a 400 naming it when its bytes are
+    not text in its charset."""
+    try:
+        return part.get_text()
+    except falcon.MediaMalformedError:
+        raise invalid(part.name, FORM_TEXT_RULE) from None
 
 
 def int_param(req: falcon.Request, name: str, default: int, minimum: int, maximum: int | None):
@@ -176,10 +272,13 @@ def int_param(req: falcon.Request, name: str, default: int, minimum: int, maximu
     if raw is None:
         return default
     bounds = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(name, f"must be an integer {bounds}") from None
+    # ASCII digits only: int() also takes "٣", " 3 " and "1_0", which no client means.
+    if len(raw) > 20 or not _INTEGER.fullmatch(raw):
+        raise invalid(name, f"must be an integer {bounds}")
+    value = int(raw)
     if value < minimum or (maximum is not None and value > maximum):
         raise invalid(name, f"must be an integer {bounds}")
     return value
+
+
+_INTEGER = re.compile(r"-?[0-9]+")

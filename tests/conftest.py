@@ -21,7 +21,6 @@ import redis as redis_lib
 from PIL import Image
 from sqlalchemy import text
 
-from lumen import config as lumen_config
 from lumen import migrate
 from lumen.app import Lumen, create_app
 from lumen.config import load_settings

@@ -43,37 +43,48 @@ def write(tmp_path, data: bytes):
     return path
 
 
+MAX_PIXELS = 50_000_000
+
+
+def inspect(path):
+    return images.process(path, 512, MAX_PIXELS)[0]
+
+
+def thumbnail(path, size):
+    return images.process(path, size, MAX_PIXELS)[1]
+
+
 def test_reads_exif_time_and_gps(tmp_path):
     data = exif_jpeg(when="2024:07:14 18:30:05", gps=((52.52, "N"), (13.405, "E")))
-    info = images.inspect(write(tmp_path, data))
+    info = inspect(write(tmp_path, data))
     assert info.taken_at == datetime(2024, 7, 14, 18, 30, 5, tzinfo=UTC)
     assert info.latitude == pytest.approx(52.52, abs=1e-4)
     assert info.longitude == pytest.approx(13.405, abs=1e-4)
 
 
 def test_exif_utc_offset_gives_the_instant_in_utc(tmp_path):
-    info = images.inspect(write(tmp_path, exif_jpeg(when="2024:07:14 18:30:05", offset="+02:00")))
+    info = inspect(write(tmp_path, exif_jpeg(when="2024:07:14 18:30:05", offset="+02:00")))
     assert info.taken_at == datetime(2024, 7, 14, 16, 30, 5, tzinfo=UTC)
-    broken = images.inspect(write(tmp_path, exif_jpeg(when="2024:07:14 18:30:05", offset="x")))
+    broken = inspect(write(tmp_path, exif_jpeg(when="2024:07:14 18:30:05", offset="x")))
     assert broken.taken_at == datetime(2024, 7, 14, 18, 30, 5, tzinfo=UTC)
 
 
 def test_southern_and_western_coordinates_are_negative(tmp_path):
-    info = images.inspect(write(tmp_path, exif_jpeg(gps=((23.55, "S"), (46.63, "W")))))
+    info = inspect(write(tmp_path, exif_jpeg(gps=((23.55, "S"), (46.63, "W")))))
     assert info.latitude == pytest.approx(-23.55, abs=1e-4)
     assert info.longitude == pytest.approx(-46.63, abs=1e-4)
 
 
 def test_orientation_swaps_size_and_turns_the_thumbnail_upright(tmp_path):
     path = write(tmp_path, exif_jpeg(120, 80, orientation=6))  # rotated 90 degrees
-    info = images.inspect(path)
+    info = inspect(path)
     assert (info.width, info.height) == (80, 120)
-    thumb = Image.open(io.BytesIO(images.thumbnail(path, 60)))
+    thumb = Image.open(io.BytesIO(thumbnail(path, 60)))
     assert thumb.size == (40, 60)
 
 
 def test_no_exif_gives_nulls(tmp_path):
-    info = images.inspect(write(tmp_path, exif_jpeg()))
+    info = inspect(write(tmp_path, exif_jpeg()))
     assert (info.taken_at, info.latitude, info.longitude) == (None, None, None)
 
 
@@ -81,6 +92,6 @@ def test_unsupported_formats_are_refused(tmp_path):
     out = io.BytesIO()
     Image.new("RGB", (10, 10)).save(out, "BMP")
     with pytest.raises(images.UnsupportedImage):
-        images.inspect(write(tmp_path, out.getvalue()))
+        inspect(write(tmp_path, out.getvalue()))
     with pytest.raises(images.UnsupportedImage):
-        images.inspect(write(tmp_path, b"\xff\xd8\xff\xe0 not really a jpeg"))
+        inspect(write(tmp_path, b"\xff\xd8\xff\xe0 not really a jpeg"))

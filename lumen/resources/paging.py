@@ -1,17 +1,24 @@
-"""Lists: limit/offset bounds, X-Total-Count and Link headers."""
+"""Lists: limit/offset bounds, X-Total-Count and Link headers; ids in their canonical form."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import falcon
 
+from lumen.errors import invalid
 from lumen.models import MAX_INTEGER
 from lumen.schemas import int_param
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+# The form Lumen writes ids in, str(uuid.UUID): uuid.UUID() itself also takes braces, "urn:",
+# no hyphens, upper case, white space and non-ASCII digits ("٣"), each then a second spelling
+# of the same id (and a different cache key, a raw path copied into headers, ...).
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+UUID_RULE = "must be a UUID in canonical form (36 characters: lower-case hex digits and hyphens)"
 
 
 @dataclass(frozen=True)
@@ -30,26 +37,48 @@ class Page:
     def first(cls) -> Page:
         return cls(limit=DEFAULT_LIMIT, offset=0)
 
-    def respond(self, req: falcon.Request, resp: falcon.Response, items: list, total: int):
+    def respond(
+        self, resp: falcon.Response, items: list, total: int, path: str, query: dict | None = None
+    ) -> None:
+        """The page as the body, its total and its Link header. The links are built from
+        ``path`` and ``query``, values the caller has parsed into their canonical form (None
+        leaves a parameter out), never from the raw request: what a client wrote is not
+        echoed into a header."""
         resp.media = items
         resp.set_header("X-Total-Count", str(total))
         links = []
         if self.offset + self.limit < total:
-            links.append(self._link(req, self.offset + self.limit, "next"))
+            links.append(self._link(path, query, self.offset + self.limit, "next"))
         if self.offset > 0:
-            links.append(self._link(req, max(self.offset - self.limit, 0), "prev"))
+            links.append(self._link(path, query, max(self.offset - self.limit, 0), "prev"))
         if links:
             resp.set_header("Link", ", ".join(links))
 
-    def _link(self, req: falcon.Request, offset: int, rel: str) -> str:
-        params = {k: v for k, v in req.params.items() if k not in ("limit", "offset")}
-        params.update(limit=self.limit, offset=offset)
-        return f'<{req.path}?{urlencode(params, doseq=True)}>; rel="{rel}"'
+    def _link(self, path: str, query: dict | None, offset: int, rel: str) -> str:
+        params = {name: str(value) for name, value in (query or {}).items() if value is not None}
+        params.update(limit=str(self.limit), offset=str(offset))
+        return f'<{path}?{urlencode(params)}>; rel="{rel}"'
+
+
+def canonical_uuid(value: str) -> uuid.UUID | None:
+    """The UUID ``value`` writes in canonical form, else None."""
+    return uuid.UUID(value) if _CANONICAL_UUID.fullmatch(value) else None
 
 
 def parse_id(value: str) -> uuid.UUID:
-    """A path id; anything that is not a UUID cannot name a resource, so it is a 404."""
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise falcon.HTTPNotFound(title="Not found", description="id: no such resource") from None
+    """A path id; anything that is not a canonical UUID cannot name a resource: a 404."""
+    parsed = canonical_uuid(value)
+    if parsed is None:
+        raise falcon.HTTPNotFound(title="Not found", description="id: no such resource")
+    return parsed
+
+
+def uuid_param(req: falcon.Request, name: str) -> uuid.UUID | None:
+    """An id given as a query parameter, None when absent, or a 400 naming it."""
+    raw = req.get_param(name)
+    if raw is None:
+        return None
+    parsed = canonical_uuid(raw)
+    if parsed is None:
+        raise invalid(name, UUID_RULE)
+    return parsed

@@ -12,8 +12,15 @@ from lumen import photos
 from lumen.auth import require_user
 from lumen.errors import invalid
 from lumen.models import MAX_INTEGER
-from lumen.resources.paging import Page, parse_id
-from lumen.schemas import PhotoUpdateSchema, PhotoUploadSchema, int_param, load_body, validate_data
+from lumen.resources.paging import Page, parse_id, uuid_param
+from lumen.schemas import (
+    PhotoUpdateSchema,
+    PhotoUploadSchema,
+    form_text,
+    int_param,
+    load_body,
+    validate_data,
+)
 from lumen.storage import TooLarge
 from lumen.users import get_user
 
@@ -24,13 +31,15 @@ MULTIPART_OVERHEAD = 64 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
-def serve_list(lumen, req, resp, owner_id=None) -> None:
+def serve_list(lumen, req, resp, path: str, owner_id=None, query=None) -> None:
     page = Page.from_request(req)
     location_id = int_param(req, "location_id", None, 1, MAX_INTEGER)
     result = photos.visible_page(
         lumen, req.context.db, req.context.user, page, owner_id, location_id
     )
-    page.respond(req, resp, result["items"], result["total"])
+    page.respond(
+        resp, result["items"], result["total"], path, {**(query or {}), "location_id": location_id}
+    )
 
 
 class PhotosResource:
@@ -39,11 +48,11 @@ class PhotosResource:
 
     def on_get(self, req, resp):
         """List photos: public ones and the caller's own private ones."""
-        owner_id = None
-        if req.get_param("owner_id") is not None:
+        owner_id = uuid_param(req, "owner_id")
+        if owner_id is not None:
             # An unknown owner is a 404 before anything is read or cached for it.
-            owner_id = get_user(req.context.db, req.get_param_as_uuid("owner_id")).id
-        serve_list(self.lumen, req, resp, owner_id)
+            get_user(req.context.db, owner_id)
+        serve_list(self.lumen, req, resp, "/api/v1/photos", owner_id, {"owner_id": owner_id})
 
     def on_post(self, req, resp):
         """Upload a photo (multipart/form-data)."""
@@ -66,7 +75,7 @@ class PhotosResource:
                 if part.name == "file" and incoming is None:
                     incoming = storage.receive(part.stream, max_bytes)
                 elif part.name in photos.EDITABLE_FIELDS and part.name not in fields:
-                    fields[part.name] = part.get_text()
+                    fields[part.name] = form_text(part)
                 else:
                     raise invalid(part.name or "part", "unknown or repeated form field")
             if incoming is None:
@@ -94,7 +103,7 @@ class UserPhotosResource:
     def on_get(self, req, resp, user_id):
         """A user's photos that the caller may see, newest first."""
         user = get_user(req.context.db, parse_id(user_id))
-        serve_list(self.lumen, req, resp, owner_id=user.id)
+        serve_list(self.lumen, req, resp, f"/api/v1/users/{user.id}/photos", owner_id=user.id)
 
 
 class PhotoResource:

@@ -28,6 +28,7 @@ Q_LENGTH_RULE = f"must be 1 to {MAX_QUERY_CHARS} characters"
 Q_CHARACTERS_RULE = (
     "must hold only letters, digits, spaces, commas, hyphens, apostrophes and periods"
 )
+Q_SEARCHABLE_RULE = "must hold at least one letter or digit besides accents and punctuation"
 _PUNCTUATION = frozenset(" ,-'’.")
 _DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)", re.ASCII)
 
@@ -70,6 +71,10 @@ def _allowed(char: str) -> bool:
     return char in _PUNCTUATION or unicodedata.category(char)[0] in "LM" or char.isdecimal()
 
 
+def _letter_or_digit(char: str) -> bool:
+    return unicodedata.category(char)[0] == "L" or char.isdecimal()
+
+
 def parse_search(params: dict) -> SearchQuery:
     """The validated ``q``, ``country`` and ``limit`` of a search."""
     raw = _single(params, "q")
@@ -82,7 +87,17 @@ def parse_search(params: dict) -> SearchQuery:
         raise rejected("q", Q_LENGTH_RULE, raw)
     if not all(_allowed(ch) for ch in text):
         raise rejected("q", Q_CHARACTERS_RULE, raw)
-    return SearchQuery(text, fold(text), _country(params), _limit(params))
+    # The rules hold for what is searched too: folding drops accents and hyphens ("-" and a
+    # lone U+0301 fold to "", a prefix of every name) and NFKD can lengthen text (U+FDFA is
+    # 18 characters) or yield characters the rule refuses.
+    folded = fold(text)
+    if not any(_letter_or_digit(ch) for ch in folded):
+        raise rejected("q", Q_SEARCHABLE_RULE, raw)
+    if len(folded) > MAX_QUERY_CHARS:
+        raise rejected("q", Q_LENGTH_RULE, raw)
+    if not all(_allowed(ch) for ch in folded):
+        raise rejected("q", Q_CHARACTERS_RULE, raw)
+    return SearchQuery(text, folded, _country(params), _limit(params))
 
 
 def _fold_spaces(raw: str) -> str:

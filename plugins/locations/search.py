@@ -6,21 +6,30 @@ nothing is a pattern. Prefixes matched by more than SHORT_PREFIX_ROWS names ("a"
 of thousands) are "crowded": the import precomputed their answers, read in one query. Any other
 prefix is ranked here from the at most SHORT_PREFIX_ROWS names it matches.
 
+No search reads more than MAX_NAME_ROWS names, whatever it is asked: the name statements carry
+a LIMIT, so a prefix that is crowded but not known as such (a worker's list is older than the
+data, or a caller passes an empty prefix) costs one more index read, not the whole table.
+
 The statements are built once, with bound parameters: building them per search costs more
 Python time than PostgreSQL spends running them.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from lumen_plugins.locations.gazetteer import LAST_CHAR, matched_name_key
+from lumen_plugins.locations.gazetteer import LAST_CHAR, SHORT_PREFIX_ROWS, matched_name_key
 from lumen_plugins.locations.tables import cities, names, top_cities
 
+log = logging.getLogger(__name__)
+
 ALL_COUNTRIES = ""  # the scope of crowded prefixes counted over every country
+# One more than a prefix that is not crowded can match: reading that many says "crowded".
+MAX_NAME_ROWS = SHORT_PREFIX_ROWS + 1
 
 CITY_COLUMNS = (
     cities.c.id,
@@ -48,9 +57,18 @@ _PREFIX_RANGE = (
     names.c.name_folded >= sa.bindparam("prefix"),
     names.c.name_folded < sa.bindparam("prefix_end"),
 )
-MATCHING_NAMES = sa.select(*_NAME_COLUMNS).where(*_PREFIX_RANGE)
-MATCHING_NAMES_IN_COUNTRY = sa.select(*_NAME_COLUMNS).where(
-    *_PREFIX_RANGE, names.c.country_code == sa.bindparam("country")
+# In index order, so the LIMIT stops the range scan after MAX_NAME_ROWS entries.
+MATCHING_NAMES = (
+    sa.select(*_NAME_COLUMNS)
+    .where(*_PREFIX_RANGE)
+    .order_by(names.c.name_folded, names.c.city_id)
+    .limit(MAX_NAME_ROWS)
+)
+MATCHING_NAMES_IN_COUNTRY = (
+    sa.select(*_NAME_COLUMNS)
+    .where(*_PREFIX_RANGE, names.c.country_code == sa.bindparam("country"))
+    .order_by(names.c.name_folded)
+    .limit(MAX_NAME_ROWS)
 )
 CITIES_BY_ID = sa.select(*CITY_COLUMNS).where(cities.c.id.in_(sa.bindparam("ids", expanding=True)))
 CROWDED_PREFIXES = sa.select(top_cities.c.scope, top_cities.c.prefix).where(
@@ -90,19 +108,33 @@ def search(
     prefixes have a precomputed answer; one it wrongly omits is ranked here, correctly but
     from all its matches."""
     scope = country or ALL_COUNTRIES
-    if (scope, folded) in crowded:
-        rows = connection.execute(
-            PRECOMPUTED_ANSWER, {"scope": scope, "prefix": folded, "limit": limit}
-        ).all()
-        if rows:  # none when the data changed since ``crowded`` was read
-            return [city_dict(row, row.matched_name) for row in rows]
-    answer = rank_matches(connection.execute(*matching_names(folded, country)), folded)
+    known_crowded = (scope, folded) in crowded
+    if known_crowded:
+        answer = _precomputed(connection, scope, folded, limit)
+        if answer:  # none when the data changed since ``crowded`` was read
+            return answer
+    matches = connection.execute(*matching_names(folded, country)).all()
+    if len(matches) >= MAX_NAME_ROWS:  # crowded after all
+        answer = [] if known_crowded else _precomputed(connection, scope, folded, limit)
+        if answer:
+            return answer
+        # Only while an import is swapping the tables: rank what was read, a bounded answer.
+        log.warning("crowded prefix without a precomputed answer", extra={"scope": scope})
+    answer = rank_matches(matches, folded)
     return _cities_in_order(connection, answer[:limit])
 
 
+def _precomputed(connection: Connection, scope: str, folded: str, limit: int) -> list[dict]:
+    rows = connection.execute(
+        PRECOMPUTED_ANSWER, {"scope": scope, "prefix": folded, "limit": limit}
+    ).all()
+    return [city_dict(row, row.matched_name) for row in rows]
+
+
 def matching_names(folded: str, country: str | None) -> tuple[sa.Select, dict]:
-    """The statement and parameters reading every name that starts with ``folded``: one
-    range of the folded-name index (of the country's part of it with ``country``)."""
+    """The statement and parameters reading the names that start with ``folded``, at most
+    MAX_NAME_ROWS of them: one range of the folded-name index (of the country's part of it
+    with ``country``)."""
     params = {"prefix": folded, "prefix_end": folded + LAST_CHAR}
     if country:
         return MATCHING_NAMES_IN_COUNTRY, {**params, "country": country}

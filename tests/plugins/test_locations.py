@@ -25,9 +25,10 @@ from lumen.config import load_settings
 from lumen.plugins import make_plugin_manager
 from lumen_plugins.locations import gazetteer, importer, nearest, search, tables
 from lumen_plugins.locations.normalise import fold
-from lumen_plugins.locations.query import Q_CHARACTERS_RULE, Q_LENGTH_RULE
+from lumen_plugins.locations.query import Q_CHARACTERS_RULE, Q_LENGTH_RULE, Q_SEARCHABLE_RULE
 from tests.conftest import Api, jpeg
 
+ALL = search.ALL_COUNTRIES
 BERLIN, MUNICH, ZURICH, SAO_PAULO, YORK_GB, NEW_YORK = (
     2950159,
     2867714,
@@ -193,9 +194,41 @@ def test_precomputed_answers_equal_ranking_every_match(backend, imported):
             assert (scope, prefix) in crowded
             country = scope or None
             fast = search.search(conn, prefix, country, 50, crowded)
-            slow = search.search(conn, prefix, country, 50, crowded=frozenset())
-            assert fast == slow, (scope, prefix)
+            statement, params = search.matching_names(prefix, country)
+            every_match = conn.execute(statement.limit(None), params)
+            slow = search.rank_matches(every_match, prefix)[:50]
+            assert [[city["id"], city["matched_name"]] for city in fast] == slow, (scope, prefix)
             assert len(fast) == 50
+            # A worker that does not know the prefix is crowded finds the same answer.
+            assert search.search(conn, prefix, country, 50, crowded=frozenset()) == fast
+
+
+@pytest.mark.security
+def test_no_search_reads_more_than_max_name_rows(backend, imported, monkeypatch):
+    """Whatever the prefix and whatever a worker knows of the data, a search ranks at most
+    MAX_NAME_ROWS names: "" (every name) and crowded prefixes a worker has not heard of."""
+    ranked = []
+    rank_matches = search.rank_matches
+
+    def spy(rows, folded):
+        rows = list(rows)
+        ranked.append(len(rows))
+        return rank_matches(rows, folded)
+
+    monkeypatch.setattr(search, "rank_matches", spy)
+    with backend[2].connect() as conn:
+        crowded = search.crowded_prefixes(conn)
+        for prefix in ("a", "s", "b", "san"):
+            assert (ALL, prefix) in crowded
+            assert search.search(conn, prefix, None, 10, frozenset()) == search.search(
+                conn, prefix, None, 10, crowded
+            )
+        assert ranked == []  # their answers were precomputed, and read once the read overflowed
+        every = search.search(conn, "", None, 10, crowded)
+        in_germany = search.search(conn, "", "DE", 10, frozenset())
+    assert ranked == [search.MAX_NAME_ROWS, search.MAX_NAME_ROWS]
+    assert len(every) == len(in_germany) == 10
+    assert {city["country_code"] for city in in_germany} == {"DE"}
 
 
 # --- the index is used -------------------------------------------------------------------------
@@ -222,10 +255,13 @@ def test_prefix_search_uses_the_folded_name_index(backend, imported):
     assert (
         "pk_locations_top_cities" in precomputed or "sqlite_autoindex_locations_top" in precomputed
     )
+    # The LIMIT stops the range scan: the index gives the order, nothing is sorted.
+    assert "Sort" not in plan + by_country and "TEMP B-TREE" not in plan + by_country
     if backend[0] == "postgresql":
         assert "Index" in plan and "pk_locations_names" in plan, plan
         assert "Index" in by_country and "Seq Scan" not in by_country, by_country
         assert "Seq Scan" not in plan
+        assert plan.startswith("Limit") and by_country.startswith("Limit"), (plan, by_country)
     else:
         assert "SEARCH locations_names USING INDEX" in plan, plan
         assert "(name_folded>? AND name_folded<?)" in plan, plan
@@ -351,6 +387,10 @@ def test_patch_location_to_an_existing_and_a_missing_city(client):
 BAD_SEARCHES = [
     ("q=", f"q: {Q_LENGTH_RULE}"),
     ("q=" + "a" * 101, f"q: {Q_LENGTH_RULE}"),
+    ("q=-", f"q: {Q_SEARCHABLE_RULE}"),  # folds to "", a prefix of every name
+    ("q=%CC%81", f"q: {Q_SEARCHABLE_RULE}"),  # a lone combining acute accent, as well
+    ("q=-%20-%20%27", f"q: {Q_SEARCHABLE_RULE}"),
+    ("q=" + "%EF%B7%BA" * 10, f"q: {Q_LENGTH_RULE}"),  # 10 characters folding to 180
     ("q=%25", f"q: {Q_CHARACTERS_RULE}"),
     ("q=ber%25", f"q: {Q_CHARACTERS_RULE}"),
     ("q=_", f"q: {Q_CHARACTERS_RULE}"),

@@ -11,7 +11,7 @@ import falcon
 import pytest
 import sqlalchemy as sa
 
-from lumen_plugins.locations import gazetteer, nearest, query, search, tables
+from lumen_plugins.locations import gazetteer, importer, nearest, query, search, tables
 from lumen_plugins.locations.cache import VersionWatch
 from lumen_plugins.locations.normalise import fold
 
@@ -64,6 +64,8 @@ def description(exc_info) -> str:
         ("St. John's, NL", "St. John's, NL", "st. john's, nl"),
         ("नई दिल्ली", "नई दिल्ली", fold("नई दिल्ली")),
         ("a" * 100, "a" * 100, "a" * 100),
+        ("\ufdfa" * 5, "\ufdfa" * 5, fold("\ufdfa") * 5),  # 90 characters once folded
+        ("-a", "-a", "a"),
         ("Zu\u0308rich", "Zu\u0308rich", "zurich"),  # decomposed input
     ],
 )
@@ -80,6 +82,12 @@ def test_search_query_accepts(q, text, folded):
         ({"q": "   "}, "q: must be 1 to 100 characters"),
         ({"q": "a" * 101}, "q: must be 1 to 100 characters"),
         ({"q": "a" * 5000}, "q: must be 1 to 100 characters"),
+        # The rules hold for the folded query too: these fold to "", a prefix of every name...
+        ({"q": "-"}, f"q: {query.Q_SEARCHABLE_RULE}"),
+        ({"q": "\u0301"}, f"q: {query.Q_SEARCHABLE_RULE}"),  # a lone combining acute accent
+        ({"q": "-\u0301 - \u0308"}, f"q: {query.Q_SEARCHABLE_RULE}"),
+        ({"q": "' . ,"}, f"q: {query.Q_SEARCHABLE_RULE}"),  # ...or to punctuation alone
+        ({"q": "\ufdfa" * 6}, "q: must be 1 to 100 characters"),  # NFKD: 6 -> 108 characters
         ({"q": "ber%"}, f"q: {query.Q_CHARACTERS_RULE}"),
         ({"q": "a\tb"}, f"q: {query.Q_CHARACTERS_RULE}"),
         ({"q": "a\u200bb"}, f"q: {query.Q_CHARACTERS_RULE}"),  # zero-width space (format)
@@ -374,3 +382,39 @@ def test_version_watch_keeps_the_old_version_when_the_database_is_down(caplog):
     watch.check()
     assert changes == [1] and watch.version == 1
     assert "location data version unreadable" in caplog.text
+
+
+# --- bounded reads ------------------------------------------------------------------------------
+
+
+def test_no_search_ranks_more_than_max_name_rows(grid_engine, monkeypatch):
+    """A prefix matched by many names is ranked from at most MAX_NAME_ROWS of them, also when
+    the worker's list of crowded prefixes is stale and for the empty prefix."""
+    rng = random.Random(5)
+    names = {"a" + "".join(rng.choice("abcde") for _ in range(6)) for _ in range(900)}
+    built = gazetteer.build(
+        [record(i, name, 1000 + i) for i, name in enumerate(sorted(names), 1)], "test"
+    )
+    importer.write(grid_engine, built)
+    ranked = []
+    rank_matches = search.rank_matches
+
+    def spy(rows, folded):
+        rows = list(rows)
+        ranked.append(len(rows))
+        return rank_matches(rows, folded)
+
+    monkeypatch.setattr(search, "rank_matches", spy)
+    with grid_engine.connect() as conn:
+        crowded = search.crowded_prefixes(conn)
+        assert ("", "a") in crowded
+        assert search.search(conn, "a", None, 5, frozenset()) == search.search(
+            conn, "a", None, 5, crowded
+        )
+        assert ranked == []
+        assert len(search.search(conn, "", None, 5, crowded)) == 5
+        assert len(search.search(conn, "", "DE", 5, crowded)) == 5
+        conn.execute(tables.top_cities.delete())  # as if an import were swapping the tables
+        conn.commit()
+        assert len(search.search(conn, "a", None, 5, crowded)) == 5
+    assert ranked == [search.MAX_NAME_ROWS] * 3
