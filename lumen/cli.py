@@ -16,6 +16,7 @@ from lumen.config import (
     ConfigError,
     CoreSettingsSchema,
     ServeSettingsSchema,
+    load_section,
     load_settings,
     shown,
 )
@@ -94,14 +95,19 @@ def cli(ctx):
 @pass_context
 def serve(obj: Context, bind, workers):
     """Serve the API with gunicorn (migrating an empty embedded database first)."""
-    lumen = obj.lumen
-    if lumen.settings.is_embedded_database:
-        migrate.upgrade(lumen)
-    lumen.shutdown()
     if bind:
         os.environ["LUMEN_BIND"] = bind
     if workers:
         os.environ["WEB_CONCURRENCY"] = str(workers)
+    try:
+        # Checked here too: gunicorn reads WEB_CONCURRENCY itself, before any config file.
+        load_section(ServeSettingsSchema, os.environ)
+    except ConfigError as exc:
+        fail(str(exc))
+    lumen = obj.lumen
+    if lumen.settings.is_embedded_database:
+        migrate.upgrade(lumen)
+    lumen.shutdown()
     argv = ["gunicorn", "--config", "python:lumen.gunicorn_conf", "lumen.wsgi:app"]
     os.execvp(sys.executable, [sys.executable, "-m", *argv])
 

@@ -24,12 +24,34 @@ def run(environ, monkeypatch, clean_db):
     return invoke
 
 
-def test_config_check_shows_plugin_variables(run):
-    result = run("config", "check", LUMEN_PLUGINS="cors,cache,locations", CORS_MAX_AGE="120")
+def test_config_check_shows_every_section(run):
+    result = run(
+        "config",
+        "check",
+        LUMEN_PLUGINS="cors,cache,locations",
+        CORS_MAX_AGE="120",
+        WEB_CONCURRENCY="3",
+    )
     assert result.exit_code == 0, result.output
-    lines = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()}
-    assert lines["CORS_MAX_AGE"] == ["120"]
-    assert "CACHE_KEY_PREFIX" in lines and "LOCATIONS_DATASET" in lines
+    sections, current = {}, None
+    for line in result.output.splitlines():
+        if line.startswith("# "):
+            current = sections.setdefault(line[2:], {})
+        elif current is not None:  # lines before the first section are the plugins' logs
+            current[line.split()[0]] = line.split()[1:]
+    assert set(sections) == {"core", "serve", "cors", "cache", "locations"}
+    assert sections["cors"]["CORS_MAX_AGE"] == ["120"]
+    assert sections["serve"]["WEB_CONCURRENCY"] == ["3"]
+    assert "CACHE_KEY_PREFIX" in sections["cache"] and "LOCATIONS_DATASET" in sections["locations"]
+    assert "DB_POOL_SIZE" in sections["core"] and "CACHE_TTL_DAYS" not in sections["core"]
+
+
+def test_config_check_stops_on_a_bad_server_setting(run):
+    result = run("config", "check", WEB_CONCURRENCY="x")
+    assert result.exit_code == 2
+    assert (
+        result.output.strip() == "lumen: invalid setting WEB_CONCURRENCY='x': not a valid integer"
+    )
 
 
 def test_config_check_masks_secrets(run, backend):

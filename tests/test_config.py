@@ -95,3 +95,43 @@ def test_secrets_are_masked():
     with pytest.raises(ConfigError) as caught:
         load_settings({"DB_PASSWORD": "", "DB_POOL_SIZE": "x", "REDIS_PASSWORD": "sesame99"})
     assert "sesame99" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [
+        ("1", True),
+        ("YES", True),
+        ("On", True),
+        ("true", True),
+        ("0", False),
+        ("No", False),
+        ("OFF", False),
+        ("False", False),
+    ],
+)
+def test_one_boolean_dialect_in_any_case(written, meant):
+    assert load_settings({"DEBUG": written}).debug is meant
+    from lumen.config import load_section
+    from lumen_plugins.metrics import MetricsSettings
+
+    assert load_section(MetricsSettings, {"METRICS_ENABLED": written}).enabled is meant
+
+
+@pytest.mark.parametrize(("written", "level"), [("warning", "WARNING"), ("Debug", "DEBUG")])
+def test_words_are_taken_in_any_case(written, level):
+    assert load_settings({"LOG_LEVEL": written}).log_level == level
+    assert load_settings({"ENVIRONMENT": "PRODUCTION"}).environment == "production"
+
+
+def test_server_settings_default_and_validate():
+    from lumen.config import ServeSettingsSchema, load_section, serve_address
+
+    serve = load_section(ServeSettingsSchema, {})
+    assert (serve.worker_class, serve.threads, serve.timeout) == ("sync", 1, 30)
+    assert serve.workers >= 2 and serve_address(serve) == "127.0.0.1:8000"
+    assert serve_address(load_section(ServeSettingsSchema, {"PORT": "8080"})) == "0.0.0.0:8080"
+    bound = load_section(ServeSettingsSchema, {"PORT": "8080", "LUMEN_BIND": "[::1]:9000"})
+    assert serve_address(bound) == "[::1]:9000"
+    with pytest.raises(ConfigError, match="LUMEN_TLS_CERT='/no/such/cert': must be a readable"):
+        load_section(ServeSettingsSchema, {"LUMEN_TLS_CERT": "/no/such/cert"})

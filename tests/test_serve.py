@@ -86,6 +86,46 @@ def test_a_bad_setting_stops_gunicorn_with_one_line(tmp_path):
     assert "lumen: invalid setting DB_POOL_SIZE='abc': not a valid integer" in done.stderr
 
 
+def test_lumen_serve_stops_on_a_bad_worker_count_with_one_line(tmp_path):
+    # gunicorn reads WEB_CONCURRENCY itself when it is imported: `lumen serve` checks it first.
+    done = subprocess.run(
+        [sys.executable, "-c", "from lumen.cli import main; main()", "serve"],
+        cwd=tmp_path,
+        env=clean_env(WEB_CONCURRENCY="x"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    line = "lumen: invalid setting WEB_CONCURRENCY='x': not a valid integer"
+    assert done.stderr.strip().splitlines() == [line]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "rule"),
+    [
+        ("WEB_CONCURRENCY", "0", "must be greater than or equal to 1"),
+        ("GUNICORN_WORKER_CLASS", "eventlet", "must be one of: sync, gthread"),
+        ("GUNICORN_TIMEOUT", "soon", "not a valid integer"),
+        ("PORT", "70000", "must be greater than or equal to 1 and less than or equal to 65535"),
+    ],
+)
+def test_a_bad_server_setting_stops_gunicorn_with_one_line(tmp_path, variable, value, rule):
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--config", "python:lumen.gunicorn_conf"]
+        + ["lumen.wsgi:app"],
+        cwd=tmp_path,
+        env=clean_env(**{variable: value}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"lumen: invalid setting {variable}={value!r}: {rule}"
+    ]
+
+
 def test_serve_refuses_a_bad_setting(tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", "from lumen.cli import main; main()", "serve"],
