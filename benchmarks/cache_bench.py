@@ -33,6 +33,7 @@ from lumen.config import load_settings
 from lumen.db import make_engine
 from lumen.models import Photo, User
 from lumen.plugins import make_plugin_manager
+from lumen_plugins.cache import cache_of
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 CONFIGS = ("cache", "off", "down")
@@ -83,22 +84,22 @@ def breaker_open_overhead(url: str, photo_id: str, calls: int = 20000) -> dict:
     def lumen_with(**env) -> Lumen:
         settings = load_settings({"DATABASE_URL": url, "LUMEN_PLUGINS": "cache", **env})
         lumen = Lumen(settings, make_plugin_manager(["cache"]))
-        lumen.startup()
+        lumen.start()
         return lumen
 
     off = lumen_with()
     down = lumen_with(
         REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", CACHE_BREAKER_COOLDOWN_S="3600"
     )
-    key, value = f"meta:{photo_id}", {"photo": {}, "files": {}}
-    while down.cache.store.breaker.state != "open":
-        down.cached(key, lambda: value)
+    key, tags, value = f"photo:{photo_id}", (f"photo:{photo_id}", "cities"), {"photo": {}}
+    while cache_of(down).store.breaker.state != "open":
+        down.cached(key, tags, lambda: value)
     samples = {"off": [], "down": []}
     for _ in range(5):  # interleaved
         for name, lumen in (("off", off), ("down", down)):
             started = time.perf_counter()
             for _ in range(calls):
-                lumen.cached(key, lambda: value)
+                lumen.cached(key, tags, lambda: value)
             samples[name].append((time.perf_counter() - started) / calls * 1e6)
     for lumen in (off, down):
         lumen.shutdown()

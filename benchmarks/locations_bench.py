@@ -44,7 +44,7 @@ from lumen import migrate
 from lumen.app import Lumen, create_app
 from lumen.config import load_settings
 from lumen.plugins import make_plugin_manager
-from lumen_plugins.locations import gazetteer, importer
+from lumen_plugins.locations import gazetteer, importer, locations_of
 from lumen_plugins.locations.query import parse_search
 
 DATASET = "cities500"
@@ -113,7 +113,7 @@ def migrated(url: str, cache_size: int = 0) -> Lumen:
         }
     )
     lumen = Lumen(settings, make_plugin_manager(settings.enabled_plugins))
-    lumen.startup()
+    lumen.start()
     migrate.upgrade(lumen)
     return lumen
 
@@ -167,26 +167,25 @@ def time_server_side(url: str, queries: list[dict]) -> dict:
     parsed = [parse_search(q) for q in queries]
     for app in apps.values():
         for query in parsed[:200]:  # warm the pool and the database's buffers
-            app.lumen.locations.search(query.folded, query.country, query.limit)
-        app.lumen.locations.cache.clear()
-        app.lumen.locations.cache.hits = app.lumen.locations.cache.misses = 0
+            locations_of(app.lumen).search(query.folded, query.country, query.limit)
+        locations_of(app.lumen).clear_cache()
 
     function_ms = {name: [] for name in apps}
     by_length = {name: {n: [] for n in range(1, 7)} for name in apps}
     for index, (params, query) in enumerate(zip(queries, parsed, strict=True)):
         for name in list(apps)[:: 1 if index % 2 else -1]:
-            locations = apps[name].lumen.locations
+            locations = locations_of(apps[name].lumen)
             started = time.perf_counter()
             locations.search(query.folded, query.country, query.limit)
             elapsed = (time.perf_counter() - started) * 1000
             function_ms[name].append(elapsed)
             by_length[name][min(len(params["q"]), 6)].append(elapsed)
-    hits = {name: app.lumen.locations.cache.hits for name, app in apps.items()}
+    hits = {name: locations_of(app.lumen).cache_info().hits for name, app in apps.items()}
 
     request_ms = {name: [] for name in apps}
     clients = {name: falcon.testing.TestClient(app) for name, app in apps.items()}
     for app in apps.values():
-        app.lumen.locations.cache.clear()
+        locations_of(app.lumen).clear_cache()
     for index, params in enumerate(queries):
         for name in list(apps)[:: 1 if index % 2 else -1]:
             started = time.perf_counter()

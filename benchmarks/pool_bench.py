@@ -21,7 +21,7 @@ from benchmarks.harness import (
     write_results,
     wrk,
 )
-from lumen.resources.users import create_user
+from lumen.users import create_user
 
 
 def prepare(url: str) -> str:

@@ -53,6 +53,10 @@ class Locations:
                 self.cache_hits_counter.inc()
         return answer
 
+    def clear_cache(self) -> None:
+        """Empty this worker's LRU, and its hit and miss counts."""
+        self._cached_search.cache_clear()
+
     def cache_info(self):
         """This worker's LRU: hits, misses, maxsize and currsize (functools' CacheInfo)."""
         return self._cached_search.cache_info()
@@ -64,7 +68,7 @@ class Locations:
     def _data_changed(self, version: int) -> None:
         with self._reading() as connection:
             self.crowded = search.crowded_prefixes(connection)
-        self._cached_search.cache_clear()
+        self.clear_cache()
 
     def lookup(self, city_ids) -> dict[int, dict]:
         wanted = [i for i in city_ids if isinstance(i, int) and 1 <= i <= MAX_INTEGER]
