@@ -7,6 +7,9 @@ BUILTIN_PLUGINS = [
     "health = lumen_plugins.health",
     "metrics = lumen_plugins.metrics",
     "locations = lumen_plugins.locations",
+    "security_headers = lumen_plugins.security_headers",
+    "compression = lumen_plugins.compression",
+    "conditional = lumen_plugins.conditional",
 ]
 
 TEST_REQUIRES = [

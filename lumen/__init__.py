@@ -25,6 +25,7 @@ from lumen.config import (  # noqa: E402
     text,
 )
 from lumen.errors import invalid  # noqa: E402
+from lumen.headers import add_vary, is_json  # noqa: E402
 from lumen.models import MAX_INTEGER  # noqa: E402
 from lumen.openapi import operation  # noqa: E402
 from lumen.photos import CITIES_TAG, newest_public_reads  # noqa: E402
@@ -46,6 +47,7 @@ __all__ = [
     "SettingsSchema",
     "__version__",
     "after_commit",
+    "add_vary",
     "after_rollback",
     "boolean",
     "choice",
@@ -53,6 +55,7 @@ __all__ = [
     "fail",
     "hookimpl",
     "invalid",
+    "is_json",
     "newest_public_reads",
     "operation",
     "parse_integer",

@@ -6,8 +6,10 @@ order pluggy calls their plugins in.
 """
 
 OUTERMOST = 100  # metrics: its timing includes every other middleware
+COMPRESSION = 150  # encodes the body last, once every other middleware is done with it
 SECURITY_HEADERS = 200
 CORS = 300  # answers preflights before the rate limit, the session and authentication
+CONDITIONAL = 350  # ETags and 304s of JSON: inside CORS, so a 304 keeps its CORS headers
 RATE_LIMIT = 400
 SESSION = 500  # the core: the request's database session, committed or rolled back
 AUTHENTICATION = 600  # the core: the bearer token, resolved after routing

@@ -8,6 +8,7 @@ from collections import Counter
 
 import falcon
 
+from lumen import add_vary
 from lumen_plugins.cors.policy import ALLOWED_HEADERS, ALLOWED_METHODS, CorsPolicy, split
 
 log = logging.getLogger(__name__)
@@ -44,20 +45,6 @@ class Rejections:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
-
-
-def add_vary(resp: falcon.Response, *names: str) -> None:
-    """Add ``names`` to the response's Vary header, keeping what other middleware put there."""
-    current = resp.get_header("Vary")
-    if current is None:
-        resp.set_header("Vary", ", ".join(names))
-        return
-    present = {name.strip().lower() for name in current.split(",")}
-    if "*" in present:
-        return
-    missing = [name for name in names if name.lower() not in present]
-    if missing:
-        resp.set_header("Vary", ", ".join([current, *missing]))
 
 
 def _is_preflight(req: falcon.Request) -> bool:

@@ -1,0 +1,27 @@
+"""Response headers that several middleware add to: one way to do each."""
+
+from __future__ import annotations
+
+import falcon
+
+
+def add_vary(resp: falcon.Response, *names: str) -> None:
+    """Add ``names`` to the response's Vary header, keeping what other middleware put there."""
+    current = resp.get_header("Vary")
+    if current is None:
+        resp.set_header("Vary", ", ".join(names))
+        return
+    present = {name.strip().lower() for name in current.split(",")}
+    if "*" in present:
+        return
+    missing = [name for name in names if name.lower() not in present]
+    if missing:
+        resp.set_header("Vary", ", ".join([current, *missing]))
+
+
+def is_json(content_type: str | None) -> bool:
+    """application/json and the +json types (health+json, problem+json)."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )

@@ -1,0 +1,54 @@
+"""Conditional GET for JSON: every successful JSON read carries a weak ETag of its body, and a
+matching If-None-Match is answered 304 with no body, so polling clients and caches in front pay
+nothing for data that did not change. The ETag is a digest of the body the client would get, so
+it changes whenever the body would (a caller who sees more, a changed caption, a new page).
+
+A resource that sets its own ETag (image bytes: the content hash) is left to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import falcon
+
+from lumen import hookimpl, is_json, slots
+
+NAME = "conditional"
+READS = frozenset({"GET", "HEAD"})
+
+
+def etag_of(body: bytes) -> str:
+    return f'W/"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+
+
+def matches(if_none_match: str | None, etag: str) -> bool:
+    """Weak comparison (RFC 9110 13.1.2): the opaque tags, W/ or not."""
+    if not if_none_match:
+        return False
+    tag = etag.removeprefix("W/")
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == tag:
+            return True
+    return False
+
+
+class ConditionalMiddleware:
+    def process_response(self, req, resp: falcon.Response, resource, req_succeeded: bool) -> None:
+        if req.method not in READS or resp.status_code != 200 or resp.stream is not None:
+            return
+        if not is_json(resp.content_type) or resp.get_header("ETag") is not None:
+            return
+        body = resp.render_body()
+        if body is None:
+            return
+        etag = etag_of(body)
+        resp.set_header("ETag", etag)
+        if matches(req.get_header("If-None-Match"), etag):
+            resp.status = falcon.HTTP_304
+
+
+@hookimpl
+def lumen_middleware(lumen):
+    return [(slots.CONDITIONAL, ConditionalMiddleware())]
