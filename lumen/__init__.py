@@ -25,7 +25,7 @@ from lumen.config import (  # noqa: E402
     text,
 )
 from lumen.errors import invalid  # noqa: E402
-from lumen.headers import add_vary, is_json  # noqa: E402
+from lumen.headers import add_vary, is_json, media_type_of  # noqa: E402
 from lumen.models import MAX_INTEGER  # noqa: E402
 from lumen.openapi import operation  # noqa: E402
 from lumen.photos import CITIES_TAG, newest_public_reads  # noqa: E402
@@ -56,6 +56,7 @@ __all__ = [
     "hookimpl",
     "invalid",
     "is_json",
+    "media_type_of",
     "newest_public_reads",
     "operation",
     "parse_integer",

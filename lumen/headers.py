@@ -25,3 +25,9 @@ def is_json(content_type: str | None) -> bool:
     return media_type == "application/json" or (
         media_type.startswith("application/") and media_type.endswith("+json")
     )
+
+
+def media_type_of(resp: falcon.Response) -> str:
+    """The Content-Type the response will be sent with: falcon gives a body without one its
+    default media type (JSON) only when it renders it, after every middleware."""
+    return resp.content_type or resp.options.default_media_type

@@ -14,7 +14,7 @@ import importlib
 import falcon
 from marshmallow import fields, validate
 
-from lumen import SettingsSchema, add_vary, hookimpl, is_json, positive_int, slots
+from lumen import SettingsSchema, add_vary, hookimpl, is_json, media_type_of, positive_int, slots
 
 NAME = "compression"
 GZIP_LEVEL = 6  # zlib's default: most of the gain for a fraction of level 9's time
@@ -77,7 +77,7 @@ class CompressionMiddleware:
         return gzip.compress(body, compresslevel=self.gzip_level, mtime=0)
 
     def process_response(self, req, resp: falcon.Response, resource, req_succeeded: bool) -> None:
-        if resp.stream is not None or not compressible(resp.content_type):
+        if resp.stream is not None or not compressible(media_type_of(resp)):
             return
         add_vary(resp, "Accept-Encoding")
         if req.method == "HEAD" or resp.status_code in (204, 304):

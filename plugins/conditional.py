@@ -12,7 +12,7 @@ import hashlib
 
 import falcon
 
-from lumen import hookimpl, is_json, slots
+from lumen import hookimpl, is_json, media_type_of, slots
 
 NAME = "conditional"
 READS = frozenset({"GET", "HEAD"})
@@ -38,7 +38,7 @@ class ConditionalMiddleware:
     def process_response(self, req, resp: falcon.Response, resource, req_succeeded: bool) -> None:
         if req.method not in READS or resp.status_code != 200 or resp.stream is not None:
             return
-        if not is_json(resp.content_type) or resp.get_header("ETag") is not None:
+        if not is_json(media_type_of(resp)) or resp.get_header("ETag") is not None:
             return
         body = resp.render_body()
         if body is None:
@@ -47,6 +47,9 @@ class ConditionalMiddleware:
         resp.set_header("ETag", etag)
         if matches(req.get_header("If-None-Match"), etag):
             resp.status = falcon.HTTP_304
+            # No body, so no type: rendering the body above gave the response one.
+            resp.media = resp.data = resp.text = None
+            resp.content_type = None
 
 
 @hookimpl

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import falcon
 
-from lumen import SettingsSchema, add_vary, hookimpl, is_json, positive_int, slots
+from lumen import SettingsSchema, add_vary, hookimpl, is_json, media_type_of, positive_int, slots
 
 NAME = "security_headers"
 JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
@@ -46,7 +46,7 @@ class SecurityHeadersMiddleware:
 
     def process_response(self, req, resp: falcon.Response, resource, req_succeeded: bool) -> None:
         resp.set_headers(self.headers)
-        content_type = resp.content_type or ""
+        content_type = media_type_of(resp)
         if content_type.startswith("image/"):
             resp.set_header("Content-Security-Policy", IMAGE_CSP)
             resp.set_header("Cross-Origin-Resource-Policy", "cross-origin")
