@@ -107,7 +107,8 @@ class JSONAccessLogger(Logger):
         if not self.access_log_enabled:
             return
         try:
-            line = json.dumps(access_entry(resp, req, environ, request_time))
+            entry = access_entry(resp, req, environ, request_time)
+            line = json.dumps(entry, separators=(",", ":"))
             # No arguments: logging leaves a message without them as it is (no %-formatting).
             self.access_log.info(self.redact(line))
         except Exception:
