@@ -171,6 +171,7 @@ class Locations:
             [sys.executable, "-c", command, "locations", "import", "--if-empty"],
             env={**os.environ, **self.lumen.settings.environ},
             stdin=subprocess.DEVNULL,
+            stdout=2,  # with the server's own log lines: standard output may be the access log
             preexec_fn=_stop_with_parent(),
         )
         return self.importing
