@@ -120,7 +120,7 @@ class Lumen:
     def purge(self, tags: tuple[str, ...]) -> None:
         """Make stale every cached value that depends on one of ``tags`` (a change made outside
         a unit of work, such as a data import; units of work purge through their events)."""
-        collect(self.pm, "lumen_purge", isolate=True, lumen=self, tags=tuple(tags))
+        collect(self.pm, "lumen_purge", isolate=True, lumen=self, tags=tuple(tags), change=None)
 
     def pool_figures(self) -> dict[str, int]:
         return db.pool_figures(self.engine)

@@ -21,6 +21,17 @@ class DatabaseUnavailable(falcon.HTTPServiceUnavailable):
         )
 
 
+class CacheUnavailable(falcon.HTTPServiceUnavailable):
+    """A change that must purge the cache before it commits could not: it was not made."""
+
+    def __init__(self):
+        super().__init__(
+            title="Cache unavailable",
+            description="The change was not made: the cache cannot be reached; try again shortly.",
+            retry_after=5,
+        )
+
+
 def invalid(field: str, rule: str, status=falcon.HTTP_400) -> falcon.HTTPError:
     """A 4xx naming the offending field and the rule it broke."""
     return falcon.HTTPError(status, title="Invalid input", description=f"{field}: {rule}")

@@ -42,10 +42,9 @@ keepalive = 5
 preload_app = False
 
 accesslog = None if _serve.access_log == "off" else _serve.access_log
-access_log_format = (
-    '{"remote":"%(h)s","method":"%(m)s","path":"%(U)s","status":%(s)s,'
-    '"bytes":"%(B)s","duration_us":%(D)s,"user_agent":"%(a)s"}'
-)
+# One JSON object per request, each field encoded (never interpolated); no query string, no
+# header but the User-Agent: see lumen/access_log.py.
+logger_class = "lumen.access_log.JSONAccessLogger"
 errorlog = "-"
 loglevel = _core.log_level.lower()
 

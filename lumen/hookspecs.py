@@ -146,10 +146,20 @@ def lumen_cached(lumen, key, tags, loader) -> Any:
 
 
 # ---------------------------------------------------------------------------
-# Cache purges: called after the commit of a change, with the tags it purges
+# Cache purges: the tags a change purges, after its commit (and, for a change that narrows
+# what may be seen, before it too)
 # ---------------------------------------------------------------------------
 
 
 @hookspec
-def lumen_purge(lumen, tags) -> None:
-    """Every cached value that depends on one of ``tags`` is stale (called after commit)."""
+def lumen_purge_before_commit(lumen, tags, change) -> None:
+    """A change that narrows what may be seen is about to commit: stop serving, and stop
+    storing, every value that depends on ``tags`` until ``lumen_purge`` with the same
+    ``change`` follows. Raise to refuse the change: it is rolled back and answered 503."""
+
+
+@hookspec
+def lumen_purge(lumen, tags, change) -> None:
+    """Every cached value that depends on one of ``tags`` is stale (called after the commit,
+    or after the rollback of a change purged before commit). ``change`` is the id given to
+    ``lumen_purge_before_commit``, else None."""

@@ -87,9 +87,24 @@ def purges(event: str, photo: Photo, changes: dict) -> tuple[str, ...]:
     return tuple(tags)
 
 
+def narrows(event: str, changes: dict) -> bool:
+    """Whether the change hides what could be seen before: a photo deleted, or made private.
+    Its tags are purged before the commit too (lumen.events), so no worker goes on serving
+    the photo once the change has committed, even one whose purge after the commit is lost."""
+    if event == events.PHOTO_DELETED:
+        return True
+    old, new = changes.get("visibility", (None, None))
+    return event == events.PHOTO_UPDATED and old == PUBLIC and new != PUBLIC
+
+
 def record_event(session: Session, event: str, photo: Photo, changes: dict) -> None:
     events.record(
-        session, event, purges=purges(event, photo, changes), photo=photo, changes=changes
+        session,
+        event,
+        purges=purges(event, photo, changes),
+        narrows=narrows(event, changes),
+        photo=photo,
+        changes=changes,
     )
 
 

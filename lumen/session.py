@@ -44,6 +44,7 @@ def finish(lumen, session: Session, success: bool) -> None:
     try:
         if success:
             try:
+                events.purge_before_commit(lumen, session)
                 session.commit()
             except BaseException:
                 success = False
@@ -56,7 +57,7 @@ def finish(lumen, session: Session, success: bool) -> None:
     finally:
         if not success:
             session.info.pop(_AFTER_COMMIT, None)
-            events.discard(session)
+            events.discard(lumen, session)
             _run(session, _AFTER_ROLLBACK, reverse=True)  # undo in the reverse order of doing
         session.close()
 

@@ -342,3 +342,81 @@ def test_a_plugin_that_fails_to_import_names_itself(monkeypatch):
     monkeypatch.setattr(lumen.plugins, "installed_plugins", lambda: {"broken": broken})
     with pytest.raises(PluginError, match="plugin 'broken' failed to import"):
         make_plugin_manager(["broken"])
+
+
+class PurgeRecorder:
+    """Records both purge hooks; before the commit it also notes what other connections see of
+    the photo then, and refuses when told to."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.refuse = False
+
+    @hookspecs.hookimpl
+    def lumen_purge_before_commit(self, lumen, tags, change):
+        from sqlalchemy import select
+
+        from lumen.models import Photo
+
+        with lumen.engine.connect() as connection:
+            seen = connection.execute(select(Photo.visibility)).scalars().all()
+        self.calls.append(("before", tags, change, seen))
+        if self.refuse:
+            raise RuntimeError("the cache cannot be reached")
+
+    @hookspecs.hookimpl
+    def lumen_purge(self, lumen, tags, change):
+        self.calls.append(("after", tags, change))
+
+
+def test_hook_lumen_purge_before_commit(make_app):
+    """Called before the commit of a change that narrows what may be seen (made private,
+    deleted), with the tags the change purges, never for one that does not; a raise refuses
+    the change (503, rolled back), and a lumen_purge with the same change id ends it."""
+    from tests.conftest import Api
+
+    recorder = PurgeRecorder()
+    app = make_app(recorder)
+    client = falcon.testing.TestClient(app)
+    api = Api(client)
+    owner = api.user()
+    photo = api.upload(owner, visibility="public")
+    url, headers = f"/api/v1/photos/{photo['id']}", owner["headers"]
+    narrowed = {
+        f"photo:{photo['id']}",
+        f"user:{owner['id']}:photos",
+        f"user:{owner['id']}:profile",
+        "photos:public",
+    }
+    assert [call[0] for call in recorder.calls] == ["after"]  # an upload widens
+
+    recorder.calls.clear()
+    assert client.simulate_patch(url, json={"caption": "new"}, headers=headers).status_code == 200
+    assert [(kind, change) for kind, _, change in recorder.calls] == [("after", None)]
+
+    recorder.calls.clear()
+    recorder.refuse = True
+    refused = client.simulate_patch(url, json={"visibility": "private"}, headers=headers)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+    assert client.simulate_get(url).json["visibility"] == "public"
+    (kind, tags, refused_change, seen), after = recorder.calls
+    assert (kind, set(tags), seen) == ("before", narrowed, ["public"])
+    assert after == ("after", tags, refused_change)  # the rollback ends what the purge began
+
+    recorder.calls.clear()
+    recorder.refuse = False
+    made = client.simulate_patch(url, json={"visibility": "private"}, headers=headers)
+    assert made.status_code == 200
+    (kind, tags, change, seen), (after, after_tags, after_change) = recorder.calls
+    assert (kind, set(tags), seen) == ("before", narrowed, ["public"])  # not yet committed
+    assert (after, after_change) == ("after", change) and set(tags) <= set(after_tags)
+    assert change != refused_change  # one id per change
+
+    recorder.calls.clear()
+    assert client.simulate_patch(url, json={"visibility": "public"}, headers=headers).status_code
+    assert [call[0] for call in recorder.calls] == ["after"]  # made public: widens
+
+    recorder.calls.clear()
+    assert client.simulate_delete(url, headers=headers).status_code == 204
+    assert [call[0] for call in recorder.calls] == ["before", "after"]
+    assert recorder.calls[0][3] == ["public"] and recorder.calls[0][2] == recorder.calls[1][2]

@@ -107,8 +107,13 @@ def lumen_cached(lumen, key, tags, loader):
 
 
 @hookimpl
-def lumen_purge(lumen, tags):
-    cache_of(lumen).purge(tags)
+def lumen_purge_before_commit(lumen, tags, change):
+    cache_of(lumen).purge_before_commit(tags, change)
+
+
+@hookimpl
+def lumen_purge(lumen, tags, change):
+    cache_of(lumen).purge(tags, change)
 
 
 # ---------------------------------------------------------------------------

@@ -62,7 +62,7 @@ class Cache:
             return json.loads(found.value)
         self.stats.count("misses")
         deadline = time.monotonic() + self.lock_wait
-        while found.lock_token is None and time.monotonic() < deadline:
+        while not found.fenced and found.lock_token is None and time.monotonic() < deadline:
             time.sleep(LOCK_POLL_SECONDS)
             try:
                 found = self.store.lookup(entry, lock=True, count=False)
@@ -70,6 +70,8 @@ class Cache:
                 return loader()
             if found.value is not None:
                 return json.loads(found.value)
+        if found.fenced:
+            return loader()  # a change of these tags is committing: nothing may be stored
         try:
             value = loader()
         except BaseException:
@@ -80,17 +82,29 @@ class Cache:
         self._quietly(lambda: self.store.store(entry, found.stamp, encode(value), found.lock_token))
         return value
 
-    def purge(self, tags: tuple[str, ...]) -> None:
-        """Every entry that depends on one of ``tags`` stops being served."""
+    def purge(self, tags: tuple[str, ...], change: str | None = None) -> None:
+        """Every entry that depends on one of ``tags`` stops being served; the fences
+        ``change`` put on them before its commit are lifted."""
         if self.store is None:
             return
-        if self.store.invalidate(tuple(self.keys.generation(tag) for tag in tags)):
+        generations = tuple(self.keys.generation(tag) for tag in tags)
+        fences = tuple(self.keys.fence(tag) for tag in tags)
+        if self.store.invalidate(generations, fences, change):
             self.stats.count("invalidations")
         else:
             log.error(
                 "cache purge failed; the namespace is renewed once Redis answers",
                 extra={"tags": list(tags)},
             )
+
+    def purge_before_commit(self, tags: tuple[str, ...], change: str) -> None:
+        """Stop serving and storing every entry that depends on one of ``tags`` until
+        ``purge(tags, change)``. Raises Unavailable when Redis does not confirm it: the change
+        must not commit, or workers that reach Redis would go on serving what it hides."""
+        if self.store is None:
+            return
+        generations = tuple(self.keys.generation(tag) for tag in tags)
+        self.store.fence(generations, tuple(self.keys.fence(tag) for tag in tags), change)
 
     @staticmethod
     def _quietly(call: Callable[[], Any]) -> None:

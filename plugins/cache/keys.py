@@ -2,7 +2,9 @@
 and the generation of each tag those entries depend on.
 
 An entry is valid only while every generation it was stamped with is unchanged, so bumping one
-tag's generation invalidates every entry that depends on the tag, in O(1).
+tag's generation invalidates every entry that depends on the tag, in O(1). While a tag's fence
+holds a member (a change purged before its commit and not yet after), no entry that depends on
+the tag is served or stored.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Entry:
     data: str
     lock: str
     generations: tuple[str, ...]
+    fences: tuple[str, ...]
 
 
 class Keys:
@@ -45,12 +48,17 @@ class Keys:
     def generation(self, tag: str) -> str:
         return self._key("tag", tag)
 
+    def fence(self, tag: str) -> str:
+        """The set of the changes that purged ``tag`` before their commit and not yet after."""
+        return self._key("fence", tag)
+
     def entry(self, key: str, tags: tuple[str, ...]) -> Entry:
         return Entry(
             key=key,
             data=self._key("entry", key),
             lock=self.temp("lock", key),
             generations=(self.epoch, *(self.generation(tag) for tag in tags)),
+            fences=tuple(self.fence(tag) for tag in tags),
         )
 
     def temp(self, *parts: str) -> str:

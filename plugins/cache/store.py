@@ -9,6 +9,11 @@ script), which closes the cache-aside race: see docs/cache.md.
 The namespace epoch (a generation every entry depends on) is renewed whenever this process may
 have missed an invalidation: its breaker opened, an invalidation failed, or Redis lost its
 scripts (it restarted: NOSCRIPT).
+
+A change purged before its commit also fences its tags (a Redis set per tag holding the
+change's id) until its purge after the commit: while fenced, no entry of those tags is served
+or stored, so a reader that loads the old row during the commit cannot leave it behind even if
+the purge after the commit never arrives.
 """
 
 from __future__ import annotations
@@ -31,18 +36,24 @@ from lumen_plugins.cache.stats import BUCKET_TTL_SECONDS, Stats, current_minute
 log = logging.getLogger(__name__)
 
 LOCK_TTL_MS = 5000
+# A fence whose change never purged after its commit (its process died in between) lapses after
+# this long; the commit it guards happens within milliseconds of the fence.
+FENCE_TTL_SECONDS = 600
 # While an invalidation is owed, the namespace is renewed in the background this often, so an
 # idle process does not leave other workers serving what it could not invalidate.
 RECOVERY_INTERVAL_SECONDS = 0.5
 
-# KEYS: data, lock, stats bucket, generations...
-# ARGV: fresh token, lock token ('' = do not lock), lock ttl ms, count (1/0), stats ttl s
+# KEYS: data, lock, stats bucket, generations..., fences...
+# ARGV: fresh token, lock token ('' = do not lock), lock ttl ms, count (1/0), stats ttl s,
+#       number of generations
 # A missing generation is created with the lock's short TTL only: a read of something never
 # stored (a 404, an id that does not exist) leaves no key that outlives its lock. A store
-# extends the generations it depends on to the entry's TTL.
+# extends the generations it depends on to the entry's TTL. A fenced entry is a miss that
+# neither locks nor may be stored: {2, stamp}.
 LOOKUP = """
+local last = 3 + tonumber(ARGV[6])
 local stamp = {}
-for i = 4, #KEYS do
+for i = 4, last do
   local generation = redis.call('GET', KEYS[i])
   if not generation then
     generation = ARGV[1] .. i
@@ -51,14 +62,19 @@ for i = 4, #KEYS do
   stamp[#stamp + 1] = generation
 end
 stamp = table.concat(stamp, ':')
+local fenced = false
+for i = last + 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then fenced = true break end
+end
 local entry = redis.call('HMGET', KEYS[1], 's', 'v')
 local outcome = 'misses'
-if entry[1] == stamp then outcome = 'hits' end
+if entry[1] == stamp and not fenced then outcome = 'hits' end
 if ARGV[4] == '1' then
   redis.call('HINCRBY', KEYS[3], outcome, 1)
   redis.call('EXPIRE', KEYS[3], ARGV[5])
 end
 if outcome == 'hits' then return {1, entry[2]} end
+if fenced then return {2, stamp} end
 local locked = 0
 if ARGV[2] ~= '' and redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
   locked = 1
@@ -66,21 +82,26 @@ end
 return {0, stamp, locked}
 """
 
-# Stores only if every generation still has the value the stamp was read with; the entry and
-# its generations then live for the TTL (a generation always outlives the entries stamped
-# with it). KEYS: data, lock, generations...   ARGV: stamp, value, ttl s, lock token ('' = none)
+# Stores only if every generation still has the value the stamp was read with and no tag is
+# fenced; the entry and its generations then live for the TTL (a generation always outlives
+# the entries stamped with it). KEYS: data, lock, generations..., fences...
+# ARGV: stamp, value, ttl s, lock token ('' = none), number of generations
 STORE = """
+local last = 2 + tonumber(ARGV[5])
 local current = {}
-for i = 3, #KEYS do
+for i = 3, last do
   local generation = redis.call('GET', KEYS[i])
   if not generation then current = nil break end
   current[#current + 1] = generation
+end
+for i = last + 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then current = nil break end
 end
 local stored = 0
 if current and table.concat(current, ':') == ARGV[1] then
   redis.call('HSET', KEYS[1], 's', ARGV[1], 'v', ARGV[2])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
-  for i = 3, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+  for i = 3, last do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
   stored = 1
 end
 if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
@@ -103,6 +124,7 @@ class Lookup:
     value: bytes | None  # set on a hit
     stamp: bytes | None  # set on a miss: what a store must still match
     lock_token: str | None  # set when this caller holds the stampede lock
+    fenced: bool = False  # a change is committing: load, and do not store
 
 
 def fresh_token() -> str:
@@ -136,6 +158,8 @@ class RedisStore:
         self._lock = threading.Lock()
         self._renewals_owed = 0
         self._renewals_done = 0
+        # (fence, change) pairs whose removal failed: made good with the namespace renewal.
+        self._fences_owed: set[tuple[str, str]] = set()
         self._recovery: threading.Thread | None = None
         self._closed = threading.Event()
 
@@ -148,9 +172,9 @@ class RedisStore:
         return _lookup(reply, token)
 
     def store(self, entry: Entry, stamp: bytes, value: bytes, lock_token: str | None) -> bool:
-        """Write the value if the entry's generations still match ``stamp``; free the lock."""
-        keys = [entry.data, entry.lock, *entry.generations]
-        args = [stamp, value, self.ttl, lock_token or ""]
+        """Write the value if the entry's generations still match ``stamp`` and none of its tags
+        is fenced; free the lock."""
+        keys, args = self._store_args(entry, stamp, value, lock_token or "")
         return bool(self._call(lambda: self._evalsha("store", keys, args)))
 
     def release(self, entry: Entry, lock_token: str) -> None:
@@ -174,33 +198,42 @@ class RedisStore:
         def run():
             pipe = self.client.pipeline(transaction=False)
             for entry, stamp, value in items:
-                keys = [entry.data, entry.lock, *entry.generations]
-                self._queue(pipe, "store", keys, [stamp, value, self.ttl, ""])
+                self._queue(pipe, "store", *self._store_args(entry, stamp, value, ""))
             return sum(pipe.execute())
 
         return self._call(run)
 
     def _lookup_args(self, entry: Entry, token: str, count: bool) -> tuple[list, list]:
         bucket = self.keys.stats_bucket(current_minute())
-        keys = [entry.data, entry.lock, bucket, *entry.generations]
-        return keys, [fresh_token(), token, LOCK_TTL_MS, int(count), self.bucket_ttl]
+        keys = [entry.data, entry.lock, bucket, *entry.generations, *entry.fences]
+        args = [fresh_token(), token, LOCK_TTL_MS, int(count), self.bucket_ttl]
+        return keys, [*args, len(entry.generations)]
+
+    def _store_args(self, entry: Entry, stamp: bytes, value: bytes, token: str):
+        keys = [entry.data, entry.lock, *entry.generations, *entry.fences]
+        return keys, [stamp, value, self.ttl, token, len(entry.generations)]
 
     # --- invalidation ------------------------------------------------------------------------
 
-    def invalidate(self, generations: tuple[str, ...]) -> bool:
-        """Bump the generations that exist, in one transaction. A missing one has no entry
-        stamped with it, and a reader whose lookup made it can no longer store: nothing to do,
-        and no key is made for a tag nobody reads.
+    def invalidate(
+        self, generations: tuple[str, ...], fences: tuple[str, ...] = (), change: str | None = None
+    ) -> bool:
+        """Bump the generations that exist, in one transaction, and take ``change`` out of
+        ``fences``. A missing generation has no entry stamped with it, and a reader whose lookup
+        made it can no longer store: nothing to do, and no key is made for a tag nobody reads.
 
         Tried even while the breaker is open: skipping it would let another worker, which can
-        reach Redis, serve what this write changed. On failure the namespace is renewed as soon
-        as Redis answers this process again.
+        reach Redis, serve what this write changed. On failure the namespace is renewed (and the
+        fences lifted) as soon as Redis answers this process again.
         """
+        released = [(fence, change) for fence in fences] if change is not None else []
 
         def run():
             pipe = self.client.pipeline(transaction=True)
             for generation in generations:
                 pipe.set(generation, fresh_token(), ex=self.ttl, xx=True)
+            for fence, member in released:
+                pipe.srem(fence, member)
             self._count(pipe, "invalidations", 1)
             pipe.execute()
             return True
@@ -208,8 +241,26 @@ class RedisStore:
         try:
             return self._call(run, probe=True)
         except Unavailable:
+            with self._lock:
+                self._fences_owed.update(released)
             self._owe_renewal()
             return False
+
+    def fence(self, generations: tuple[str, ...], fences: tuple[str, ...], change: str) -> None:
+        """Bump the generations and put ``change`` in every fence, in one transaction: from now
+        until ``invalidate`` takes it out, no entry depending on them is served or stored.
+        Raises Unavailable when Redis does not confirm it (tried even with the breaker open)."""
+
+        def run():
+            pipe = self.client.pipeline(transaction=True)
+            for generation in generations:
+                pipe.set(generation, fresh_token(), ex=self.ttl, xx=True)
+            for fence in fences:
+                pipe.sadd(fence, change)
+                pipe.expire(fence, FENCE_TTL_SECONDS)
+            pipe.execute()
+
+        self._call(run, probe=True)
 
     # --- the calls, the breaker and recovery ---------------------------------------------------
 
@@ -287,8 +338,16 @@ class RedisStore:
 
     def _renew_namespace(self, reason: str = "an invalidation may have been missed") -> None:
         owed = self._renewals_owed
-        self.client.set(self.keys.epoch, fresh_token(), ex=self.ttl)
         with self._lock:
+            fences = list(self._fences_owed)
+        self.client.set(self.keys.epoch, fresh_token(), ex=self.ttl)
+        if fences:
+            pipe = self.client.pipeline(transaction=False)
+            for fence, change in fences:
+                pipe.srem(fence, change)
+            pipe.execute()
+        with self._lock:
+            self._fences_owed.difference_update(fences)
             self._renewals_done = max(self._renewals_done, owed)
         log.warning(
             "cache namespace renewed: entries written before are no longer served",
@@ -361,4 +420,6 @@ _SCRIPTS = {"lookup": LOOKUP, "store": STORE, "release": RELEASE}
 def _lookup(reply: list, token: str) -> Lookup:
     if reply[0] == 1:
         return Lookup(value=reply[1], stamp=None, lock_token=None)
+    if reply[0] == 2:
+        return Lookup(value=None, stamp=reply[1], lock_token=None, fenced=True)
     return Lookup(value=None, stamp=reply[1], lock_token=token if reply[2] == 1 else None)

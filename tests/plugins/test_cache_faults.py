@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 
 import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
+from lumen import hookimpl
+from lumen.models import Photo
 from lumen_plugins.cache import cache_of, check_breaker, check_hit_rate
 from tests.conftest import free_port, wait_for_port
 from tests.plugins.test_cache import QuickApi, list_entry, photo_entry, served
@@ -273,3 +276,99 @@ def test_no_request_fails_when_redis_answers_too_slowly(make_app, own_redis, red
     traffic.run(20)
     assert (traffic.failed, traffic.stale) == (0, 0)
     assert check_breaker(cache_of(app.lumen))["observedValue"] == "closed"
+
+
+class ReadsDuringTheCommit:
+    """A test plugin on the writer, after the cache plugin: once the change is purged before
+    its commit, the writer loses Redis, and the reader loads the photo, its image and the public
+    list while the change is still uncommitted (the old, public, rows)."""
+
+    def __init__(self, proxy, reader_client, photo_id):
+        self.proxy, self.reader, self.photo_id = proxy, reader_client, photo_id
+        self.seen: list[int] = []
+
+    @hookimpl(trylast=True)
+    def lumen_purge_before_commit(self, lumen, tags, change):
+        self.proxy.cut()
+        for path in (f"/api/v1/photos/{self.photo_id}", f"/api/v1/photos/{self.photo_id}/image"):
+            self.seen.append(self.reader.simulate_get(path).status_code)
+        listed = self.reader.simulate_get("/api/v1/photos").json
+        self.seen.append(sum(item["id"] == self.photo_id for item in listed))
+
+
+def public_reads(client, photo_id) -> tuple[int, int, bool]:
+    """What anonymous readers get of the photo: its JSON, its image, whether the front page
+    lists it."""
+    one = client.simulate_get(f"/api/v1/photos/{photo_id}").status_code
+    image = client.simulate_get(f"/api/v1/photos/{photo_id}/image").status_code
+    listed = any(p["id"] == photo_id for p in client.simulate_get("/api/v1/photos").json)
+    return one, image, listed
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("narrowing", ["private", "delete"])
+def test_a_writer_cut_off_from_redis_cannot_leave_other_workers_serving_what_it_hid(
+    make_app, own_redis, proxy, redis_prefix, narrowing
+):
+    """Two workers of one deployment share a Redis; the writer reaches it through a proxy.
+    A photo made private, or deleted, is refused (503, nothing changed) while the writer cannot
+    purge before the commit; and once it could, no reader serves the photo afterwards, even
+    when the writer loses Redis before its purge after the commit."""
+    timeouts = {"REDIS_TIMEOUT_MS": "500", "CACHE_BREAKER_COOLDOWN_S": "60"}
+    writer = cache_app(make_app, f"redis://127.0.0.1:{proxy.port}/0", redis_prefix, **timeouts)
+    reader = cache_app(make_app, own_redis.url, redis_prefix, **timeouts)
+    api, reader_client = QuickApi(writer), QuickApi(reader).client
+    owner = api.user()
+    reader_cache = cache_of(reader.lumen)
+
+    def narrow(photo_id):
+        url = f"/api/v1/photos/{photo_id}"
+        if narrowing == "private":
+            return api.client.simulate_patch(
+                url, json={"visibility": "private"}, headers=owner["headers"]
+            )
+        return api.client.simulate_delete(url, headers=owner["headers"])
+
+    # 1. The writer cannot reach Redis: the change is refused and nothing changed.
+    photo = api.upload(owner, caption="public", visibility="public")["id"]
+    assert public_reads(reader_client, photo) == (200, 200, True)
+    assert served(reader_cache, *photo_entry(photo)) and served(reader_cache, *list_entry())
+    proxy.cut()
+    refused = narrow(photo)
+    assert refused.status_code == 503, refused.text
+    assert refused.json["title"] == "Cache unavailable"
+    assert refused.headers["Retry-After"] == "5"
+    with writer.lumen.Session() as session:
+        row = session.get(Photo, uuid.UUID(photo))
+        assert row is not None and row.visibility == "public"
+    assert public_reads(reader_client, photo) == (200, 200, True)  # still public: correct
+
+    # 2. Redis answers the writer again: the change is made, and no reader serves the photo.
+    proxy.restore()
+    done = narrow(photo)
+    assert done.status_code in (200, 204), done.text
+    assert public_reads(reader_client, photo) == (404, 404, False)
+
+    # 3. The writer loses Redis between its purge before the commit and the one after, while
+    #    a reader loads the old rows during the commit: the reader must not keep them.
+    second = api.upload(owner, caption="public too", visibility="public")["id"]
+    assert public_reads(reader_client, second) == (200, 200, True)
+    during = ReadsDuringTheCommit(proxy, reader_client, second)
+    writer.lumen.pm.register(during, name="reads-during-the-commit")
+    try:
+        done = narrow(second)
+    finally:
+        writer.lumen.pm.unregister(during)
+    assert done.status_code in (200, 204), done.text
+    assert during.seen == [200, 200, 1]  # uncommitted yet: the old rows, read from the database
+    assert cache_of(writer.lumen).store.renewal_owed  # its purge after the commit was lost
+    for _ in range(3):
+        assert public_reads(reader_client, second) == (404, 404, False)
+    assert not served(reader_cache, *photo_entry(second))
+    assert not served(reader_cache, *list_entry())
+
+    # Once the writer reaches Redis again it lifts its fences: the reader caches again.
+    proxy.restore()
+    until(lambda: not cache_of(writer.lumen).store.renewal_owed, "the writer never recovered")
+    reader_client.simulate_get("/api/v1/photos")
+    assert served(reader_cache, *list_entry())

@@ -603,11 +603,15 @@ def test_first_serve_on_an_empty_database_imports_once(tmp_path, caplog):
     try:
         checks = lumen.state["locations"].data_check()
         assert (checks["status"], checks["observedValue"]) == ("warn", 0)
-        lumen.hook.lumen_before_serve(lumen=lumen)
+        assert "imports them in the background" in checks["output"]
+        lumen.hook.lumen_before_serve(lumen=lumen)  # returns at once: a process imports
+        assert lumen.state["locations"].importing.wait(timeout=120) == 0
         status = lumen.state["locations"].status()
         assert status["version"] == 1 and status["dataset"] == "cities15000"
         assert 50 < status["city_count"] < 500
+        lumen.state["locations"].importing = None
         lumen.hook.lumen_before_serve(lumen=lumen)  # cities present: nothing to do
+        assert lumen.state["locations"].importing is None
         assert lumen.state["locations"].status()["version"] == 1
         assert lumen.state["locations"].data_check()["status"] == "pass"
         assert lumen.state["locations"].nearest(52.52, 13.4)["name"] == "Berlin"
@@ -619,7 +623,9 @@ def test_auto_import_can_be_turned_off_and_waits_for_the_migration(tmp_path, cap
     lumen = migrated_sqlite(tmp_path, LOCATIONS_AUTO_IMPORT="false", **SMALL)
     try:
         lumen.hook.lumen_before_serve(lumen=lumen)
+        assert lumen.state["locations"].importing is None
         assert lumen.state["locations"].status()["city_count"] == 0
+        assert "run `lumen locations import`" in lumen.state["locations"].data_check()["output"]
     finally:
         lumen.shutdown()
     settings = load_settings(
