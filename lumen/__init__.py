@@ -27,7 +27,7 @@ from lumen.config import (  # noqa: E402
 from lumen.errors import invalid  # noqa: E402
 from lumen.headers import add_vary, is_json, media_type_of  # noqa: E402
 from lumen.models import MAX_INTEGER  # noqa: E402
-from lumen.openapi import operation  # noqa: E402
+from lumen.openapi import document_errors, operation  # noqa: E402
 from lumen.photos import CITIES_TAG, newest_public_reads  # noqa: E402
 from lumen.plugins import PluginError  # noqa: E402
 from lumen.schemas import parse_integer  # noqa: E402
@@ -52,6 +52,7 @@ __all__ = [
     "boolean",
     "choice",
     "create_app",
+    "document_errors",
     "fail",
     "hookimpl",
     "invalid",

@@ -26,6 +26,11 @@ def _operations(resource) -> dict:
         operation = {"responses": {"default": {"$ref": "#/components/responses/Error"}}}
         if doc:
             operation["summary"] = doc[0]
+        if getattr(resource, "authenticate", True):
+            # Every route that reads tokens refuses a bad one.
+            document_errors(operation, "401")
+        else:
+            operation["security"] = []
         operations[method] = operation
     return operations
 
@@ -37,6 +42,8 @@ def build_spec(app_lumen) -> dict:
         openapi_version="3.0.3",
         plugins=[MarshmallowPlugin()],
         info={"description": "Photo-sharing REST API"},
+        # A bearer token where the caller has one; anonymous otherwise.
+        security=[{"bearer": []}, {}],
     )
     spec.components.schema("Error", schema="lumen.schemas.ErrorSchema")
     spec.components.response(
@@ -61,6 +68,29 @@ def build_spec(app_lumen) -> dict:
 def operation(spec: APISpec, path: str, method: str) -> dict:
     """The operation dict of an already added path, for hooks to enrich in place."""
     return spec._paths[path][method]
+
+
+# Why each error status can happen, as the API's clients read it.
+ERRORS = {
+    "400": "Invalid input: the description names the field and the rule",
+    "401": "No valid bearer token (also for a malformed, expired or revoked one)",
+    "403": "Not yours, or not allowed on this server",
+    "404": "No such resource, or not visible to the caller",
+    "409": "Conflicts with what exists",
+    "411": "A body without Content-Length or chunked framing",
+    "413": "Too large",
+    "415": "Not a media type this operation takes",
+    "429": "Too many requests: see Retry-After and RateLimit",
+    "503": "A dependency this operation needs is unavailable: see Retry-After",
+    "507": "The storage quota would be exceeded",
+}
+_ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+
+
+def document_errors(op: dict, *statuses: str) -> None:
+    """Add the error answers an operation can give, each with the JSON error body."""
+    for status in statuses:
+        op["responses"][status] = {"description": ERRORS[status], "content": _ERROR_BODY}
 
 
 class OpenAPIResource:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import falcon
 from swagger_ui_bundle import swagger_ui_path
 
-from lumen import SettingsSchema, boolean, hookimpl
+from lumen import SettingsSchema, boolean, document_errors, hookimpl, operation
 
 NAME = "docs"
 PAGE_CSP = (
@@ -108,3 +108,14 @@ def lumen_routes(lumen):
     if not enabled(lumen):
         return []
     return [("/docs", DocsPage()), ("/docs/{name}", DocsAsset())]
+
+
+@hookimpl
+def lumen_openapi(lumen, spec):
+    if not enabled(lumen):
+        return
+    page = operation(spec, "/docs", "get")
+    page["responses"]["200"] = {"description": "The explorer", "content": {"text/html": {}}}
+    asset = operation(spec, "/docs/{name}", "get")
+    asset["responses"]["200"] = {"description": "A file of the explorer"}
+    document_errors(asset, "404")

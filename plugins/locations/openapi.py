@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from lumen import operation
+from lumen import document_errors, operation
 from lumen_plugins.locations.gazetteer import TOP_CITIES
 from lumen_plugins.locations.query import DEFAULT_LIMIT, MAX_QUERY_CHARS
 
 CITY = {"$ref": "#/components/schemas/City"}
 
 
-def _query(name: str, schema: dict, description: str, required: bool = False) -> dict:
-    return {
+def _query(name: str, schema: dict, description: str, required=False, example=None) -> dict:
+    param = {
         "name": name,
         "in": "query",
         "required": required,
         "schema": schema,
         "description": description,
     }
+    if example is not None:
+        param["example"] = example
+    return param
 
 
 def _ok(schema: dict) -> dict:
@@ -32,6 +35,7 @@ def document(spec) -> None:
             "A prefix of a city's name or alternate name, case and accents ignored: letters, "
             "digits, spaces, commas, hyphens, apostrophes and periods.",
             required=True,
+            example="zur",
         ),
         _query(
             "limit",
@@ -49,8 +53,15 @@ def document(spec) -> None:
     )
     nearest = operation(spec, "/api/v1/locations/nearest", "get")
     nearest["parameters"] = [
-        _query("lat", {"type": "number", "minimum": -90, "maximum": 90}, "Latitude.", True),
-        _query("lon", {"type": "number", "minimum": -180, "maximum": 180}, "Longitude.", True),
+        _query("lat", {"type": "number", "minimum": -90, "maximum": 90}, "Latitude.", True, 47.37),
+        _query(
+            "lon", {"type": "number", "minimum": -180, "maximum": 180}, "Longitude.", True, 8.54
+        ),
     ]
     nearest["responses"]["200"] = _ok(CITY)
-    operation(spec, "/api/v1/locations/{location_id}", "get")["responses"]["200"] = _ok(CITY)
+    one = operation(spec, "/api/v1/locations/{location_id}", "get")
+    one["responses"]["200"] = _ok(CITY)
+    # 503: the gazetteer is still being imported on a first start.
+    document_errors(search, "400", "503")
+    document_errors(nearest, "400", "503")
+    document_errors(one, "404")
