@@ -7,6 +7,7 @@ import logging
 import os
 
 import falcon
+from falcon.util import BufferedReader
 
 from lumen import photos
 from lumen.auth import require_user
@@ -22,6 +23,42 @@ log = logging.getLogger(__name__)
 # Room for the multipart framing and the small text fields around the file.
 MULTIPART_OVERHEAD = 64 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+class _LimitedInput:
+    """Reads a body of unknown length, refusing it (TooLarge) once it passes ``limit``."""
+
+    def __init__(self, stream, limit: int):
+        self.stream, self.limit, self.received = stream, limit, 0
+
+    def read(self, size: int) -> bytes:
+        chunk = self.stream.read(size)
+        self.received += len(chunk)
+        if self.received > self.limit:
+            raise TooLarge()
+        return chunk
+
+
+def upload_form(req, limit: int):
+    """The parts of a multipart upload, read as they arrive, at most ``limit`` bytes of body.
+
+    A body without Content-Length (chunked, as mobile clients send) is read to its end where
+    the server de-chunks it and marks the input terminated (gunicorn does: PEP 3333's
+    ``wsgi.input_terminated``); any other server cannot say where it ends: 411."""
+    if req.content_length is not None:
+        if req.content_length > limit:
+            raise TooLarge()
+        return req.get_media()
+    if not req.env.get("wsgi.input_terminated"):
+        raise falcon.HTTPLengthRequired(
+            title="Length required",
+            description="Content-Length: required for an upload by this server",
+        )
+    # Falcon's multipart reader needs the length unless it is handed a buffered reader; this
+    # one ends where the body ends, and the limited input refuses a body past the limit.
+    stream = BufferedReader(_LimitedInput(req.stream, limit).read, limit + 1)
+    handler = req.options.media_handlers[falcon.MEDIA_MULTIPART]
+    return handler.deserialize(stream, req.content_type, None)
 
 
 def serve_list(lumen, req, resp, owner_id=None) -> None:
@@ -57,11 +94,9 @@ class PhotosResource:
             raise falcon.HTTPUnsupportedMediaType(
                 title="Unsupported media type", description="body: must be multipart/form-data"
             )
-        if req.content_length is not None and req.content_length > max_bytes + MULTIPART_OVERHEAD:
-            raise too_large
         incoming, fields = None, {}
         try:
-            for part in req.get_media():
+            for part in upload_form(req, max_bytes + MULTIPART_OVERHEAD):
                 if part.name == "file" and incoming is None:
                     incoming = storage.receive(part.stream, max_bytes)
                 elif part.name in photos.EDITABLE_FIELDS and part.name not in fields:
@@ -75,11 +110,11 @@ class PhotosResource:
             data = validate_data(PhotoUploadSchema(), fields)
             photos.check_location(self.lumen, data.get("location_id"))
             photo = photos.add_photo(self.lumen, req.context.db, caller, incoming, data)
-        except TooLarge:
-            raise too_large from None
-        except BaseException:
+        except BaseException as exc:
             if incoming is not None:
                 incoming.discard()
+            if isinstance(exc, TooLarge):
+                raise too_large from None
             raise
         resp.status = falcon.HTTP_201
         resp.location = f"/api/v1/photos/{photo.id}"
