@@ -40,13 +40,14 @@ def lumen_migrations(lumen):
 
 @hookimpl
 def lumen_openapi(lumen, spec):
-    for name in ("City", "User", "Photo", "Token"):
+    for name in ("City", "User", "Photo", "Token", "Session"):
         spec.components.schema(name, schema=f"lumen.schemas.{name}Schema")
     bodies = {
         ("/api/v1/users", "post"): ("UserCreateSchema", "User", "201"),
         ("/api/v1/users/{user_id}", "get"): (None, "User", "200"),
         ("/api/v1/users/{user_id}", "patch"): ("UserUpdateSchema", "User", "200"),
         ("/api/v1/tokens", "post"): ("TokenCreateSchema", "Token", "201"),
+        ("/api/v1/tokens", "get"): (None, "Session[]", "200"),
         ("/api/v1/photos/{photo_id}", "get"): (None, "Photo", "200"),
         ("/api/v1/photos/{photo_id}", "patch"): ("PhotoUpdateSchema", "Photo", "200"),
         ("/api/v1/photos", "get"): (None, "Photo[]", "200"),

@@ -82,7 +82,10 @@ class Token(Base):
     # Only a hash of the secret is kept: a leaked table gives no usable token.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Indexed: issuing a token purges a bounded batch of expired ones, oldest first.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # When the token last served a request, to within a minute (null until then).
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Photo(Base):
