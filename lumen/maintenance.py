@@ -40,9 +40,7 @@ def check_storage(lumen, fix: bool = False) -> StorageReport:
     storage, report = lumen.storage, StorageReport()
     rows = _file_rows(lumen)
     report.missing_files = sorted(
-        str(row.id)
-        for row in rows
-        if not (storage.exists(row.sha256) and storage.exists(row.thumb_sha256))
+        str(row.id) for row in rows if not all(storage.exists(sha) for sha in _shas(row))
     )
     released: set[str] = set()  # files of the photos removed here: orphans at once
     if fix and report.missing_files:
@@ -51,11 +49,11 @@ def check_storage(lumen, fix: bool = False) -> StorageReport:
                 select(Photo).where(Photo.id.in_([uuid.UUID(i) for i in report.missing_files]))
             ).all()
             for photo in gone:
-                released |= {photo.sha256, photo.thumb_sha256}
+                released |= set(_shas(photo))
                 session.delete(photo)
                 record_event(session, events.PHOTO_DELETED, photo, changes={})
         rows = _file_rows(lumen)  # the removed photos' remaining files are orphans now
-    referenced = {sha for row in rows for sha in (row.sha256, row.thumb_sha256)}
+    referenced = {sha for row in rows for sha in _shas(row)}
     now = time.time()
     orphans = [
         path
@@ -73,9 +71,15 @@ def check_storage(lumen, fix: bool = False) -> StorageReport:
     return report
 
 
+def _shas(row) -> tuple[str, ...]:
+    """The files of a photo: original, thumbnail, and the public copy where there is one."""
+    return tuple(s for s in (row.sha256, row.thumb_sha256, row.public_sha256) if s is not None)
+
+
 def _file_rows(lumen):
     with lumen.Session() as session:
-        return session.execute(select(Photo.id, Photo.sha256, Photo.thumb_sha256)).all()
+        columns = (Photo.id, Photo.sha256, Photo.thumb_sha256, Photo.public_sha256)
+        return session.execute(select(*columns)).all()
 
 
 def synthetic_image(rng: random.Random, width: int, height: int) -> bytes:

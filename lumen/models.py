@@ -110,6 +110,11 @@ class Photo(Base):
     thumb_sha256: Mapped[str] = mapped_column(String(64), index=True)
     thumb_content_type: Mapped[str] = mapped_column(String(32))
     thumb_size_bytes: Mapped[int] = mapped_column(BigInteger)
+    # The copy served to anyone but the owner when the original carries location metadata
+    # (EXIF GPS...): a file of its own, content-addressed like the others. Null: the original
+    # carries none and is served to everyone.
+    public_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    public_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)

@@ -12,14 +12,14 @@ from collections.abc import Iterable
 from typing import Any
 
 import falcon
-from sqlalchemy import func, select
+from sqlalchemy import func, select, union
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lumen import events, images
 from lumen.caching import CachedRead
 from lumen.errors import invalid
-from lumen.models import Photo
+from lumen.models import Photo, User
 from lumen.resources.paging import Page
 from lumen.session import after_commit, after_rollback
 from lumen.storage import Incoming
@@ -129,7 +129,9 @@ def photo_record(photo: Photo, city: dict | None) -> dict[str, Any]:
         "created_at": _timestamp(photo.created_at),
         "updated_at": _timestamp(photo.updated_at),
         "urls": {
-            "original": image_url(photo.id, "original", photo.sha256),
+            # What anyone may download: the copy without location metadata where there is one
+            # (``as_seen_by`` gives the owner the URL of their exact bytes).
+            "original": image_url(photo.id, "original", photo.public_sha256 or photo.sha256),
             "thumbnail": image_url(photo.id, "thumb", photo.thumb_sha256),
         },
     }
@@ -137,7 +139,33 @@ def photo_record(photo: Photo, city: dict | None) -> dict[str, Any]:
         "original": [photo.sha256, photo.content_type],
         "thumb": [photo.thumb_sha256, photo.thumb_content_type],
     }
+    if photo.public_sha256 is not None:
+        files["public"] = [photo.public_sha256, photo.content_type]
     return {"photo": body, "files": files}
+
+
+def is_owner(viewer, body: dict) -> bool:
+    return viewer is not None and str(viewer.id) == body["owner_id"]
+
+
+def as_seen_by(body: dict, viewer) -> dict:
+    """A photo's JSON as ``viewer`` gets it: the owner's original URL names the exact bytes
+    they uploaded; everyone else's names the copy without location metadata."""
+    owner_url = image_url(body["id"], "original", body["sha256"])
+    if is_owner(viewer, body) and body["urls"]["original"] != owner_url:
+        return {**body, "urls": {**body["urls"], "original": owner_url}}
+    return body
+
+
+def image_file(record: dict, size: str, viewer) -> tuple[str, str, bool]:
+    """(sha256, content type, whether it is the owner's exact bytes that others never get) of
+    the file ``viewer`` downloads for ``size`` (original or thumb)."""
+    files = record["files"]
+    if size == "original" and "public" in files:
+        if is_owner(viewer, record["photo"]):
+            return (*files["original"], True)
+        return (*files["public"], False)
+    return (*files[size], False)
 
 
 def lookup_locations(lumen, location_ids: Iterable[int | None]) -> dict[int, dict]:
@@ -192,7 +220,9 @@ def list_photos(lumen, session: Session, viewer, page: Page, owner_id=None, loca
 
 
 def visible_page(lumen, session: Session, viewer, page: Page, owner_id=None, location_id=None):
-    return list_read(lumen, session, viewer, page, owner_id, location_id).through(lumen)
+    result = list_read(lumen, session, viewer, page, owner_id, location_id).through(lumen)
+    items = [as_seen_by(body, viewer) for body in result["items"]]
+    return {**result, "items": items}
 
 
 def newest_public_reads(lumen, session: Session, count: int) -> list[CachedRead]:
@@ -264,8 +294,11 @@ def inspect_upload(path) -> images.ImageInfo:
         ) from None
 
 
-def new_photo(owner_id, original: Incoming, thumb: Incoming, info, **fields) -> Photo:
-    """The row of a photo whose files were received (uploads and ``lumen seed``)."""
+def new_photo(
+    owner_id, original: Incoming, thumb: Incoming, info, public: Incoming | None = None, **fields
+) -> Photo:
+    """The row of a photo whose files were received (uploads and ``lumen seed``); ``public``
+    is the copy without location metadata, when the original carries some."""
     return Photo(
         owner_id=owner_id,
         width=info.width,
@@ -276,6 +309,8 @@ def new_photo(owner_id, original: Incoming, thumb: Incoming, info, **fields) -> 
         thumb_sha256=thumb.sha256,
         thumb_content_type=images.THUMBNAIL_CONTENT_TYPE,
         thumb_size_bytes=thumb.size,
+        public_sha256=public.sha256 if public is not None else None,
+        public_size_bytes=public.size if public is not None else None,
         taken_at=info.taken_at,
         latitude=info.latitude,
         longitude=info.longitude,
@@ -284,38 +319,102 @@ def new_photo(owner_id, original: Incoming, thumb: Incoming, info, **fields) -> 
 
 
 def add_photo(lumen, session: Session, owner, incoming: Incoming, data: dict) -> Photo:
-    """Validate the received file, keep it with its thumbnail, and add the photo's row.
-    Files first, row second; a transaction that does not commit takes back the files it made."""
+    """Validate the received file, keep it with its thumbnail (and its copy without location
+    metadata, when it carries some), and add the photo's row. Files first, row second; a
+    transaction that does not commit takes back the files it made."""
     storage = lumen.storage
     info = inspect_upload(incoming.path)
     thumb = storage.receive_bytes(images.thumbnail(incoming.path, lumen.settings.thumbnail_size))
+    public = None
     try:
+        stripped = images.without_location(incoming.path)
+        if stripped is not None:
+            public = storage.receive_bytes(stripped)
+            del stripped
+        files = [f for f in (incoming, thumb, public) if f is not None]
         # Held until the transaction ends: from here to the commit no other request can
         # delete these files, and a second upload of the same bytes waits to see this one.
-        release = storage.lock(incoming.sha256, thumb.sha256)
+        release = storage.lock(*(f.sha256 for f in files))
         after_commit(session, release)
         after_rollback(session, release)
-        return _insert(lumen, session, owner, incoming, thumb, info, data)
+        return _insert(lumen, session, owner, incoming, thumb, public, info, data)
     finally:
-        thumb.discard()  # no-op once kept
+        for received in (thumb, public):
+            if received is not None:
+                received.discard()  # no-op once kept
 
 
-def _insert(lumen, session: Session, owner, incoming, thumb, info, data: dict) -> Photo:
+# --- quotas --------------------------------------------------------------------------------------
+
+
+def _stored_files(*where):
+    """(sha256, size) of every file photos refer to, each file once (UNION drops the repeats:
+    identical bytes are stored once, however many photos share them)."""
+    return union(
+        select(Photo.sha256.label("sha256"), Photo.size_bytes.label("size")).where(
+            *(w(Photo.sha256) for w in where)
+        ),
+        select(Photo.thumb_sha256, Photo.thumb_size_bytes).where(
+            *(w(Photo.thumb_sha256) for w in where)
+        ),
+        select(Photo.public_sha256, Photo.public_size_bytes).where(
+            Photo.public_sha256.is_not(None), *(w(Photo.public_sha256) for w in where)
+        ),
+    ).subquery()
+
+
+def stored_bytes(session: Session) -> int:
+    """The bytes the photos' files take on disk, each file counted once."""
+    files = _stored_files()
+    return session.scalar(select(func.coalesce(func.sum(files.c.size), 0)))
+
+
+def user_bytes(session: Session, owner_id) -> int:
+    """The bytes of a user's photos (original, thumbnail and public copy), shared or not."""
+    size = Photo.size_bytes + Photo.thumb_size_bytes + func.coalesce(Photo.public_size_bytes, 0)
+    return session.scalar(
+        select(func.coalesce(func.sum(size), 0)).where(Photo.owner_id == owner_id)
+    )
+
+
+def check_quotas(lumen, session: Session, owner, files: list[Incoming]) -> None:
+    """507 when these new files would take the store past MAX_STORAGE_GB (counting only
+    files not stored yet) or their owner past MAX_USER_STORAGE_GB (counting them all)."""
+    limit_gb = lumen.settings.max_user_storage_gb
+    if limit_gb is not None:
+        # One upload of a user at a time from here to the commit (PostgreSQL; SQLite has one
+        # writer anyway): parallel uploads cannot all pass the check on the same total.
+        session.execute(select(User.id).where(User.id == owner.id).with_for_update())
+        if user_bytes(session, owner.id) + sum(f.size for f in files) > limit_gb * 1024**3:
+            raise falcon.HTTPError(
+                falcon.HTTP_507,
+                title="Insufficient storage",
+                description="file: your storage quota (MAX_USER_STORAGE_GB) would be exceeded",
+            )
+    shas = {f.sha256 for f in files}
+    known = _stored_files(lambda column: column.in_(shas))
+    stored = set(session.scalars(select(known.c.sha256)))
+    new = sum({f.sha256: f.size for f in files if f.sha256 not in stored}.values())
+    if new and stored_bytes(session) + new > lumen.storage.max_bytes:
+        raise falcon.HTTPError(
+            falcon.HTTP_507,
+            title="Insufficient storage",
+            description="file: the storage quota (MAX_STORAGE_GB) would be exceeded",
+        )
+
+
+# --- the upload's row ----------------------------------------------------------------------------
+
+
+def _insert(lumen, session: Session, owner, incoming, thumb, public, info, data: dict) -> Photo:
     storage = lumen.storage
     existing = session.scalar(
         select(Photo.id).where(Photo.owner_id == owner.id, Photo.sha256 == incoming.sha256)
     )
     if existing is not None:
         raise DuplicatePhoto(existing)
-    used = session.scalar(
-        select(func.coalesce(func.sum(Photo.size_bytes + Photo.thumb_size_bytes), 0))
-    )
-    if used + incoming.size + thumb.size > storage.max_bytes:
-        raise falcon.HTTPError(
-            falcon.HTTP_507,
-            title="Insufficient storage",
-            description="file: the storage quota (MAX_STORAGE_GB) would be exceeded",
-        )
+    files = [f for f in (incoming, thumb, public) if f is not None]
+    check_quotas(lumen, session, owner, files)
     location_id = data.get("location_id")
     if location_id is None and info.latitude is not None:
         location_id = nearest_location_id(lumen, info.latitude, info.longitude)
@@ -324,11 +423,12 @@ def _insert(lumen, session: Session, owner, incoming, thumb, info, data: dict) -
         incoming,
         thumb,
         info,
+        public,
         caption=data.get("caption"),
         visibility=data["visibility"],
         location_id=location_id,
     )
-    for kept in (incoming, thumb):
+    for kept in files:
         sha = kept.sha256
         if storage.keep(kept):
             after_rollback(session, lambda sha=sha: storage.delete(sha))
@@ -369,7 +469,7 @@ def delete_photo(lumen, session: Session, photo: Photo, changes: dict | None = N
     """Delete the row; its files go after the commit, unless another photo still uses them."""
     session.delete(photo)
     session.flush()
-    shas = {photo.sha256, photo.thumb_sha256}
+    shas = {photo.sha256, photo.thumb_sha256, photo.public_sha256} - {None}
     after_commit(session, lambda: remove_unreferenced(lumen, shas))
     record_event(
         session, events.PHOTO_DELETED, photo, created_fields(photo) if changes is None else changes
@@ -387,7 +487,11 @@ def remove_unreferenced(lumen, sha256s: set[str]) -> None:
                 still_used = session.scalar(
                     select(func.count())
                     .select_from(Photo)
-                    .where((Photo.sha256 == sha) | (Photo.thumb_sha256 == sha))
+                    .where(
+                        (Photo.sha256 == sha)
+                        | (Photo.thumb_sha256 == sha)
+                        | (Photo.public_sha256 == sha)
+                    )
                 )
                 if not still_used:
                     lumen.storage.delete(sha)

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 # Room for the multipart framing and the small text fields around the file.
 MULTIPART_OVERHEAD = 64 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
+# The owner's exact bytes, where others get a copy without location metadata: never in a
+# shared cache, whatever the URL.
+OWNER_IMMUTABLE = "private, max-age=31536000, immutable"
 
 
 class _LimitedInput:
@@ -118,7 +121,7 @@ class PhotosResource:
             raise
         resp.status = falcon.HTTP_201
         resp.location = f"/api/v1/photos/{photo.id}"
-        resp.media = photos.render(self.lumen, [photo])[0]
+        resp.media = photos.as_seen_by(photos.render(self.lumen, [photo])[0], caller)
 
 
 class UserPhotosResource:
@@ -140,14 +143,14 @@ class PhotoResource:
         record = photos.visible_record(
             self.lumen, req.context.db, parse_id(photo_id), req.context.user
         )
-        resp.media = record["photo"]
+        resp.media = photos.as_seen_by(record["photo"], req.context.user)
 
     def on_patch(self, req, resp, photo_id):
         """Edit a photo's caption, visibility or location."""
-        db = req.context.db
-        photo = photos.owned_photo(db, parse_id(photo_id), require_user(req))
+        db, caller = req.context.db, require_user(req)
+        photo = photos.owned_photo(db, parse_id(photo_id), caller)
         photos.edit_photo(self.lumen, db, photo, load_body(req, PhotoUpdateSchema()))
-        resp.media = photos.render(self.lumen, [photo])[0]
+        resp.media = photos.as_seen_by(photos.render(self.lumen, [photo])[0], caller)
 
     def on_delete(self, req, resp, photo_id):
         """Delete a photo, its file and its thumbnail."""
@@ -162,19 +165,25 @@ class PhotoImageResource:
         self.lumen = lumen
 
     def on_get(self, req, resp, photo_id):
-        """The image bytes: ``size=original`` (default) or ``size=thumb``."""
-        record = photos.visible_record(
-            self.lumen, req.context.db, parse_id(photo_id), req.context.user
-        )
+        """The image bytes: ``size=original`` (default) or ``size=thumb``. Anyone but the owner
+        gets the original without its location metadata."""
+        viewer = req.context.user
+        record = photos.visible_record(self.lumen, req.context.db, parse_id(photo_id), viewer)
         size = req.get_param("size", default="original")
-        if size not in record["files"]:
+        if size not in ("original", "thumb"):
             raise invalid("size", "must be one of: original, thumb")
-        sha, content_type = record["files"][size]
+        sha, content_type, owners_only = photos.image_file(record, size, viewer)
         public = record["photo"]["visibility"] == "public"
-        if public and req.get_param("v") == sha[:16]:
+        current = req.get_param("v") == sha[:16]
+        if owners_only:
+            resp.cache_control = [OWNER_IMMUTABLE if current else "private, no-cache"]
+        elif public and current:
             resp.cache_control = [IMMUTABLE]
         else:
             resp.cache_control = ["public, max-age=300" if public else "private, no-cache"]
+        if size == "original" and "public" in record["files"]:
+            # One URL, two answers by caller: a cache must not give one's to the other.
+            resp.append_header("Vary", "Authorization")
         resp.etag = f'"{sha}"'
         tags = req.if_none_match or ()
         if "*" in tags or sha in tags:

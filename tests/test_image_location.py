@@ -1,0 +1,114 @@
+"""images.without_location: the copy others download, for each format and each place a
+location can hide; the pixels stay byte for byte."""
+
+import io
+
+import pytest
+from PIL import ExifTags, Image, ImageChops
+
+from lumen import images
+
+pytestmark = pytest.mark.security
+
+
+def gps_exif(orientation=6) -> Image.Exif:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    exif[ExifTags.Base.Make] = "Camera"
+    gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    gps[ExifTags.GPS.GPSLatitudeRef] = "N"
+    gps[ExifTags.GPS.GPSLatitude] = (48.0, 51.0, 23.76)
+    gps[ExifTags.GPS.GPSLongitudeRef] = "E"
+    gps[ExifTags.GPS.GPSLongitude] = (2.0, 21.0, 7.92)
+    return exif
+
+
+def encoded(fmt: str, **kwargs) -> bytes:
+    out = io.BytesIO()
+    Image.effect_noise((48, 32), 60).convert("RGB").save(out, fmt, **kwargs)
+    return out.getvalue()
+
+
+def strip(tmp_path, data: bytes) -> bytes | None:
+    path = tmp_path / "upload"
+    path.write_bytes(data)
+    return images.without_location(path)
+
+
+def assert_clean_copy(tmp_path, original: bytes, copy: bytes, orientation=6):
+    image = Image.open(io.BytesIO(copy))
+    image.load()
+    exif = image.getexif()
+    assert dict(exif.get_ifd(ExifTags.IFD.GPSInfo)) == {}
+    assert dict(exif) == ({274: orientation} if orientation else {})
+    assert "xmp" not in image.info
+    before = Image.open(io.BytesIO(original)).convert("RGB")
+    assert ImageChops.difference(before, image.convert("RGB")).getbbox() is None
+    assert strip(tmp_path, copy) is None  # nothing locating is left
+    assert strip(tmp_path, original) == copy  # the same bytes every time: content-addressed
+
+
+@pytest.mark.parametrize(
+    "fmt, extra",
+    [("JPEG", {}), ("PNG", {}), ("WEBP", {"lossless": True})],
+)
+def test_exif_gps_goes_orientation_and_pixels_stay(tmp_path, fmt, extra):
+    original = encoded(fmt, exif=gps_exif().tobytes(), **extra)
+    copy = strip(tmp_path, original)
+    assert copy is not None and len(copy) < len(original)
+    assert_clean_copy(tmp_path, original, copy)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF"])
+def test_a_file_without_location_needs_no_copy(tmp_path, fmt):
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "Camera"
+    extra = {} if fmt == "GIF" else {"exif": exif.tobytes()}
+    assert strip(tmp_path, encoded(fmt, **extra)) is None
+
+
+def test_location_in_xmp_goes_too(tmp_path):
+    xmp = b'<x:xmpmeta><rdf:Description exif:GPSLatitude="48,51.396N"/></x:xmpmeta>'
+    original = encoded("JPEG", xmp=xmp)
+    copy = strip(tmp_path, original)
+    assert copy is not None and b"GPSLatitude" not in copy
+    assert_clean_copy(tmp_path, original, copy, orientation=None)
+
+
+def test_an_image_appended_after_the_end_of_a_jpeg_goes(tmp_path):
+    """Phones append more JPEGs (MPF: depth maps, previews), each with its own EXIF."""
+    hidden = encoded("JPEG", exif=gps_exif().tobytes())
+    original = encoded("JPEG") + hidden
+    copy = strip(tmp_path, original)
+    assert copy is not None and not copy.endswith(hidden) and b"Exif" not in copy
+    assert_clean_copy(tmp_path, original, copy, orientation=None)
+
+
+def test_iptc_and_png_text_profiles_count_as_location(tmp_path):
+    jpeg = encoded("JPEG")
+    iptc = b"Photoshop 3.0\x008BIM\x04\x04\x00\x00\x00\x00\x00\x0c\x1c\x02Z\x00\x05Paris\x00"
+    segment = b"\xff\xed" + (len(iptc) + 2).to_bytes(2, "big") + iptc
+    with_iptc = jpeg[:2] + segment + jpeg[2:]
+    copy = strip(tmp_path, with_iptc)
+    assert copy is not None and b"Paris" not in copy
+    assert_clean_copy(tmp_path, with_iptc, copy, orientation=None)
+
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type exif", "exif\n 12\n45786966000049492a00")
+    png = encoded("PNG", pnginfo=info)
+    copy = strip(tmp_path, png)
+    assert copy is not None and b"Raw profile" not in copy
+    assert_clean_copy(tmp_path, png, copy, orientation=None)
+
+
+def test_a_gif_with_xmp_is_re_encoded_without_it(tmp_path):
+    gif = encoded("GIF")
+    xmp = b"\x21\xff\x0bXMP DataXMP" + b"\x0a<gps>1</g>" + b"\x00"
+    original = gif[:-1] + xmp + gif[-1:]
+    copy = strip(tmp_path, original)
+    assert copy is not None and b"XMP DataXMP" not in copy
+    before = Image.open(io.BytesIO(original)).convert("RGB")
+    after = Image.open(io.BytesIO(copy)).convert("RGB")
+    assert ImageChops.difference(before, after).getbbox() is None
