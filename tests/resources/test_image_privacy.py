@@ -161,3 +161,41 @@ def test_a_failed_commit_takes_back_the_public_copy(app, api, monkeypatch):
     monkeypatch.undo()
     assert result.status_code == 500
     assert stored_files(app) == []
+
+
+def test_photos_from_before_public_copies_get_theirs(client, app, api, environ, monkeypatch):
+    """Photos uploaded before core_0003 have no public copy: `lumen storage strip-locations`
+    makes one for each whose original carries a location, once."""
+    from click.testing import CliRunner
+    from sqlalchemy import select, update
+
+    from lumen.cli import Context, cli
+    from lumen.maintenance import strip_locations
+    from lumen.models import Photo
+
+    owner = api.user()
+    data = located_jpeg()
+    located = api.upload(owner, data)
+    api.upload(owner, exif_jpeg())  # no location: no copy to make
+    with app.lumen.Session() as session:  # as it was before the migration
+        public_sha = session.scalar(
+            select(Photo.public_sha256).where(Photo.public_sha256.is_not(None))
+        )
+        session.execute(update(Photo).values(public_sha256=None, public_size_bytes=None))
+        session.commit()
+    app.lumen.storage.delete(public_sha)
+    assert client.simulate_get(located["urls"]["original"]).content == data  # the old leak
+
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    ran = CliRunner().invoke(cli, ["storage", "strip-locations"], obj=Context())
+    assert ran.exit_code == 0, ran.output
+    assert ran.output.strip() == "made 1 copies without location metadata"
+    public_url = client.simulate_get(f"/api/v1/photos/{located['id']}").json["urls"]["original"]
+    assert public_url.endswith(f"v={public_sha[:16]}")  # the same copy an upload makes
+    got = client.simulate_get(public_url)
+    assert gps_of(got.content) == {} and same_pixels(got.content, data)
+    mine = client.simulate_get(located["urls"]["original"], headers=owner["headers"])
+    assert mine.content == data
+    assert check_storage(app.lumen).clean
+    assert strip_locations(app.lumen) == 0  # done once
