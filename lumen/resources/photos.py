@@ -121,7 +121,7 @@ class PhotosResource:
             raise
         resp.status = falcon.HTTP_201
         resp.location = f"/api/v1/photos/{photo.id}"
-        resp.media = photos.as_seen_by(photos.render(self.lumen, [photo])[0], caller)
+        resp.media = photos.render(self.lumen, [photo], caller)[0]
 
 
 class UserPhotosResource:
@@ -143,14 +143,14 @@ class PhotoResource:
         record = photos.visible_record(
             self.lumen, req.context.db, parse_id(photo_id), req.context.user
         )
-        resp.media = photos.as_seen_by(record["photo"], req.context.user)
+        resp.media = photos.as_seen_by(record, req.context.user)
 
     def on_patch(self, req, resp, photo_id):
         """Edit a photo's caption, visibility or location."""
         db, caller = req.context.db, require_user(req)
         photo = photos.owned_photo(db, parse_id(photo_id), caller)
         photos.edit_photo(self.lumen, db, photo, load_body(req, PhotoUpdateSchema()))
-        resp.media = photos.as_seen_by(photos.render(self.lumen, [photo])[0], caller)
+        resp.media = photos.render(self.lumen, [photo], caller)[0]
 
     def on_delete(self, req, resp, photo_id):
         """Delete a photo, its file and its thumbnail."""

@@ -1,6 +1,7 @@
 """What anyone but the owner downloads carries no location metadata; the owner gets the exact
 bytes they uploaded, under a URL and an ETag of their own that no shared cache keeps."""
 
+import hashlib
 import io
 import os
 import time
@@ -59,11 +60,19 @@ def check_privacy(client, api, caller_first: str, tmp_path: Path):
     listed = {c: client.simulate_get("/api/v1/photos", headers=callers[c]).json for c in order}
     own_url = photo["urls"]["original"]
     assert own_url.endswith(f"v={photo['sha256'][:16]}")
-    assert seen["owner"]["urls"] == photo["urls"] == listed["owner"][0]["urls"]
+    assert seen["owner"] == photo == listed["owner"][0]
+    assert (photo["sha256"], photo["size_bytes"]) == (hashlib.sha256(data).hexdigest(), len(data))
     public_url = seen["anonymous"]["urls"]["original"]
     assert public_url != own_url
-    assert seen["stranger"]["urls"]["original"] == public_url
-    assert listed["anonymous"][0]["urls"]["original"] == public_url
+    # Others see the copy: its URL, and its hash and size, never the original's (which would
+    # let a guess of the removed bytes be checked).
+    copy = client.simulate_get(public_url).content
+    for who in ("stranger", "anonymous"):
+        for body in (seen[who], listed[who][0]):
+            assert body["urls"]["original"] == public_url
+            assert body["sha256"] == hashlib.sha256(copy).hexdigest() != photo["sha256"]
+            assert body["size_bytes"] == len(copy)
+            assert photo["sha256"] not in str(body)
 
     mine = client.simulate_get(own_url, headers=owner["headers"])
     assert mine.content == data
@@ -81,7 +90,7 @@ def check_privacy(client, api, caller_first: str, tmp_path: Path):
             assert images.without_location(tmp_path / "got") is None  # nothing locating
             assert Image.open(io.BytesIO(got.content)).getexif() == {274: 6}  # orientation kept
             assert same_pixels(got.content, data)
-            assert got.headers["etag"] != mine.headers["etag"]
+            assert got.headers["etag"] == f'"{seen[who]["sha256"]}"' != mine.headers["etag"]
             assert "Authorization" in got.headers["vary"]
             immutable = got.headers["cache-control"] == "public, max-age=31536000, immutable"
             assert immutable == (target == public_url)
