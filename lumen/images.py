@@ -135,8 +135,16 @@ _XMP_LOCATION = re.compile(
 )
 _JPEG_KEPT_APP = ((0xE0, b"JFIF\x00"), (0xE0, b"JFXX\x00"), (0xE2, b"ICC_PROFILE\x00"))
 _JPEG_KEPT_APP += ((0xEE, b"Adobe"),)  # the colour transform: needed to decode right
+# APPn segments that say nothing of a place, and are dropped (MPF: the images it points to,
+# after the end of the first, are dropped and checked for EXIF).
+_JPEG_HARMLESS_APP = ((0xE2, b"MPF\x00"), (0xEC, b"Ducky"))
 _PNG_METADATA = (b"eXIf", b"tEXt", b"zTXt", b"iTXt", b"tIME")
+# Ancillary PNG chunks kept (they change how the pixels show); any other one is dropped, and
+# an unknown one counts as locating: it may hold anything.
+_PNG_KEPT = {b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"pHYs", b"bKGD", b"hIST"}
+_PNG_KEPT |= {b"sPLT", b"acTL", b"fcTL", b"fdAT", b"cICP", b"mDCv", b"cLLi"}
 _WEBP_KEPT = (b"VP8X", b"ICCP", b"ANIM", b"ANMF", b"ALPH", b"VP8 ", b"VP8L")
+_GIF_KEPT_APPLICATIONS = (b"NETSCAPE2.0", b"ANIMEXTS1.0")  # the loop count
 
 
 class _Malformed(Exception):
@@ -223,10 +231,13 @@ def _jpeg(data, view, orientation: int | None) -> tuple[list, bool]:
             payload = data[pos + 4 : end]
             if marker == 0xE1 and payload.startswith(b"Exif\x00\x00"):
                 located = located or _exif_locates(payload)
-            elif marker == 0xE1:  # XMP
+            elif marker in (0xE1, 0xFE):  # XMP, a comment
                 located = located or bool(_XMP_LOCATION.search(payload))
-            elif marker == 0xED:  # Photoshop IRB / IPTC: City, Sub-location, Country...
-                located = True
+            elif not any(
+                marker == m and payload.startswith(p)
+                for m, p in _JPEG_KEPT_APP + _JPEG_HARMLESS_APP
+            ):
+                located = True  # IPTC (City, Sub-location...), C2PA, or unknown: may locate
             if any(marker == m and payload.startswith(p) for m, p in _JPEG_KEPT_APP):
                 kept.append(view[pos:end])
         else:
@@ -261,6 +272,8 @@ def _png(data, view, orientation: int | None) -> tuple[list, bool]:
                 located = True
             elif keyword == b"XML:com.adobe.xmp":  # in iTXt it may be compressed: locating
                 located = located or kind != b"tEXt" or bool(_XMP_LOCATION.search(body))
+        elif kind[0] & 0x20 and kind not in _PNG_KEPT:  # ancillary and unknown
+            located = True
         else:
             if kind == b"IDAT" and orientation:
                 kept.append(_png_chunk(b"eXIf", _orientation_exif(orientation)[6:]))
@@ -289,6 +302,8 @@ def _webp(data, view, orientation: int | None) -> tuple[list, bool]:
             kept.append(bytearray(data[pos:end]))
         elif kind in _WEBP_KEPT:
             kept.append(view[pos:end])
+        else:
+            located = True  # unknown: it may hold anything
         pos = end
     if not located:
         return [], False
@@ -303,11 +318,50 @@ def _webp(data, view, orientation: int | None) -> tuple[list, bool]:
     return [b"RIFF", size.to_bytes(4, "little"), b"WEBP", *kept], True
 
 
+def _gif_sub_blocks_end(data, pos: int) -> int:
+    """The end of the data sub-blocks that start at ``pos`` (after their zero terminator)."""
+    while (size := data[pos]) != 0:
+        pos += 1 + size
+    return pos + 1
+
+
 def _gif(data, view, orientation: int | None) -> tuple[list, bool]:
-    # GIF has no EXIF; XMP rides in an application extension, rare enough to re-encode.
-    if data.find(b"XMP DataXMP") >= 0:
-        raise _Malformed("XMP in a GIF")
-    return [], False
+    """GIF has no EXIF: XMP rides in an application extension, text in comments."""
+    if data[:3] != b"GIF":
+        raise _Malformed("no GIF header")
+    pos = 13
+    if data[10] & 0x80:  # the global colour table
+        pos += 3 << ((data[10] & 0x07) + 1)
+    kept, located = [view[:pos]], False
+    while True:
+        block = data[pos]
+        if block == 0x3B:  # the trailer: anything after it goes
+            located = located or pos + 1 < len(data)
+            break
+        if block == 0x2C:  # an image: descriptor, local colour table, LZW data
+            end = pos + 10
+            if data[pos + 9] & 0x80:
+                end += 3 << ((data[pos + 9] & 0x07) + 1)
+            end = _gif_sub_blocks_end(data, end + 1)
+            kept.append(view[pos:end])
+        elif block == 0x21:
+            label, end = data[pos + 1], _gif_sub_blocks_end(data, pos + 2)
+            if label == 0xFF:  # an application extension, named in its first sub-block
+                name = data[pos + 3 : pos + 14]
+                if name in _GIF_KEPT_APPLICATIONS:
+                    kept.append(view[pos:end])
+                elif name == b"XMP DataXMP":
+                    located = located or bool(_XMP_LOCATION.search(data[pos + 14 : end]))
+                else:
+                    located = True  # unknown: it may hold anything
+            elif label == 0xFE:  # a comment
+                located = located or bool(_XMP_LOCATION.search(data[pos + 2 : end]))
+            else:  # graphic control, plain text: part of how it shows
+                kept.append(view[pos:end])
+        else:
+            raise _Malformed("unknown block")
+        pos = end
+    return [*kept, b"\x3b"], located
 
 
 def _reencoded(path: Path) -> bytes:
@@ -315,12 +369,17 @@ def _reencoded(path: Path) -> bytes:
     with _open(path) as image:
         kind = image.format
         icc = image.info.get("icc_profile")
-        extra = {"icc_profile": icc} if icc and kind != "GIF" else {}
+        # Pillow writes back some of what it read (a GIF's comment) unless told otherwise.
+        extra = {"exif": b"", "xmp": b"", "comment": b""}
+        if icc and kind != "GIF":
+            extra["icc_profile"] = icc
         out = io.BytesIO()
         if getattr(image, "n_frames", 1) > 1:
             image.save(out, kind, save_all=True, **extra)
         else:
             upright = ImageOps.exif_transpose(image)
+            for key in ("comment", "exif", "xmp", "extension"):
+                upright.info.pop(key, None)
             if kind == "JPEG":
                 extra["quality"] = 95
             upright.save(out, kind, **extra)

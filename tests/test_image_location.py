@@ -103,12 +103,51 @@ def test_iptc_and_png_text_profiles_count_as_location(tmp_path):
     assert_clean_copy(tmp_path, png, copy, orientation=None)
 
 
-def test_a_gif_with_xmp_is_re_encoded_without_it(tmp_path):
+def same_pixels(a: bytes, b: bytes) -> bool:
+    first, second = Image.open(io.BytesIO(a)), Image.open(io.BytesIO(b))
+    return ImageChops.difference(first.convert("RGB"), second.convert("RGB")).getbbox() is None
+
+
+def test_gif_xmp_and_comments_naming_a_place_go(tmp_path):
     gif = encoded("GIF")
     xmp = b"\x21\xff\x0bXMP DataXMP" + b"\x0a<gps>1</g>" + b"\x00"
-    original = gif[:-1] + xmp + gif[-1:]
+    comment = b"\x21\xfe\x0cGPS 48.85 N\x00"
+    for extra in (xmp, comment):
+        original = gif[:-1] + extra + gif[-1:]
+        copy = strip(tmp_path, original)
+        assert copy is not None and extra not in copy and same_pixels(copy, original)
+        assert strip(tmp_path, copy) is None
+    looped = io.BytesIO()
+    frames = [Image.new("P", (8, 8), n) for n in range(3)]
+    frames[0].save(looped, "GIF", save_all=True, append_images=frames[1:], loop=0)
+    assert strip(tmp_path, looped.getvalue()) is None  # the loop count says nothing
+
+
+def test_jpeg_comments_and_unknown_blocks_count_as_location(tmp_path):
+    jpeg = encoded("JPEG")
+    for marker, payload in [(0xFE, b"shot at GPS 48.85N"), (0xEB, b"JP\x00\x00c2pa manifest")]:
+        segment = bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+        original = jpeg[:2] + segment + jpeg[2:]
+        copy = strip(tmp_path, original)
+        assert copy is not None and payload not in copy
+        assert_clean_copy(tmp_path, original, copy, orientation=None)
+    plain = jpeg[:2] + b"\xff\xfe\x00\x07hello" + jpeg[2:]
+    assert strip(tmp_path, plain) is None  # a comment that names no place needs no copy
+
+
+def test_an_unknown_png_chunk_counts_as_location(tmp_path):
+    from lumen.images import _png_chunk
+
+    png = encoded("PNG")
+    chunk = _png_chunk(b"loCa", b"48.85N 2.35E")
+    original = png[:33] + chunk + png[33:]  # after IHDR
     copy = strip(tmp_path, original)
-    assert copy is not None and b"XMP DataXMP" not in copy
-    before = Image.open(io.BytesIO(original)).convert("RGB")
-    after = Image.open(io.BytesIO(copy)).convert("RGB")
-    assert ImageChops.difference(before, after).getbbox() is None
+    assert copy is not None and b"loCa" not in copy
+    assert_clean_copy(tmp_path, original, copy, orientation=None)
+
+
+def test_a_file_whose_blocks_cannot_be_walked_is_re_encoded(tmp_path):
+    gif = encoded("GIF", comment=b"GPS 48.85 N")
+    original = gif[:-1] + b"\x99" + gif[-1:]  # a block no GIF has; Pillow stops before it
+    copy = strip(tmp_path, original)
+    assert copy is not None and b"GPS" not in copy and same_pixels(copy, original)
