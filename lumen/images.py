@@ -162,7 +162,10 @@ def without_location(path: Path) -> bytes | None:
     copy that is made costs its size in memory."""
     with Image.open(path) as image:
         kind = image.format
-        orientation = image.getexif().get(ExifTags.Base.Orientation)
+        try:
+            orientation = image.getexif().get(ExifTags.Base.Orientation)
+        except Exception:
+            orientation = None  # unreadable EXIF: the walk drops it, and counts it as locating
     orientation = orientation if orientation in range(2, 9) else None
     walk = {"JPEG": _jpeg, "PNG": _png, "WEBP": _webp, "GIF": _gif}[kind]
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
@@ -175,7 +178,10 @@ def without_location(path: Path) -> bytes | None:
         finally:
             pieces = None
             view.release()
-    return _reencoded(path)
+    try:
+        return _reencoded(path)
+    except Exception as exc:
+        raise UnsupportedImage(f"its metadata cannot be removed ({exc})") from None
 
 
 def _exif_locates(payload: bytes) -> bool:

@@ -289,10 +289,10 @@ def nearest_location_id(lumen, latitude: float, longitude: float) -> int | None:
     return city["id"] if city else None
 
 
-def inspect_upload(path) -> images.ImageInfo:
-    """The image's facts, or the 413/415 that refuses it."""
+def inspect_upload(path, examine=images.inspect):
+    """The image's facts (``examine``'s answer), or the 413/415 that refuses it."""
     try:
-        return images.inspect(path)
+        return examine(path)
     except images.ImageTooLarge:
         raise falcon.HTTPContentTooLarge(
             title="Image too large", description="file: has more pixels than allowed"
@@ -336,7 +336,7 @@ def add_photo(lumen, session: Session, owner, incoming: Incoming, data: dict) ->
     thumb = storage.receive_bytes(images.thumbnail(incoming.path, lumen.settings.thumbnail_size))
     public = None
     try:
-        stripped = images.without_location(incoming.path)
+        stripped = inspect_upload(incoming.path, images.without_location)
         if stripped is not None:
             public = storage.receive_bytes(stripped)
             del stripped

@@ -208,3 +208,27 @@ def test_photos_from_before_public_copies_get_theirs(client, app, api, environ, 
     assert mine.content == data
     assert check_storage(app.lumen).clean
     assert strip_locations(app.lumen) == 0  # done once
+
+
+def test_an_image_whose_metadata_cannot_be_removed_is_refused(app, api, monkeypatch):
+    """Better no upload than a location served to everyone: 415, and nothing kept."""
+    from tests.conftest import multipart
+
+    def unwalkable(*args):
+        raise images._Malformed("test")
+
+    def failing(path):
+        raise OSError("encoder broke")
+
+    monkeypatch.setattr(images, "_jpeg", unwalkable)
+    monkeypatch.setattr(images, "_reencoded", failing)
+    user = api.user()
+    body, content_type = multipart({"file": ("a.jpg", located_jpeg())})
+    result = api.client.simulate_post(
+        "/api/v1/photos", body=body, headers={**user["headers"], "Content-Type": content_type}
+    )
+    assert result.status_code == 415
+    assert result.json["description"] == ("file: its metadata cannot be removed (encoder broke)")
+    assert stored_files(app) == []
+    tmp = Path(app.lumen.settings.storage_path) / "tmp"
+    assert list(tmp.iterdir()) == []
