@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import falcon
-from sqlalchemy import func, select, union
+from sqlalchemy import func, select, union, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -391,9 +391,12 @@ def check_quotas(lumen, session: Session, owner, files: list[Incoming]) -> None:
     files not stored yet) or their owner past MAX_USER_STORAGE_GB (counting them all)."""
     limit_gb = lumen.settings.max_user_storage_gb
     if limit_gb is not None:
-        # One upload of a user at a time from here to the commit (PostgreSQL; SQLite has one
-        # writer anyway): parallel uploads cannot all pass the check on the same total.
-        session.execute(select(User.id).where(User.id == owner.id).with_for_update())
+        # One upload of a user at a time from here to the commit, so parallel uploads cannot
+        # all pass the check on the same total: a write that changes nothing locks the user's
+        # row (PostgreSQL) or takes the write lock before the sum is read (SQLite, whose
+        # reads outside a write take no lock, so SELECT ... FOR UPDATE would not do).
+        lock = update(User).where(User.id == owner.id).values(updated_at=User.updated_at)
+        session.execute(lock.execution_options(synchronize_session=False))
         if user_bytes(session, owner.id) + sum(f.size for f in files) > limit_gb * 1024**3:
             raise falcon.HTTPError(
                 falcon.HTTP_507,

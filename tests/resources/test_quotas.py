@@ -2,24 +2,28 @@
 bytes are stored once and counted once."""
 
 import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import falcon.testing
 import pytest
 from PIL import Image
+from sqlalchemy import event
 
-from lumen import photos
+from lumen import hookimpl, photos
 from lumen.config import ConfigError, load_settings
 from tests.conftest import Api, multipart
+from tests.test_image_location import gps_exif
 
 pytestmark = pytest.mark.security
 
 
-def noise(side: int, seed: int) -> bytes:
+def noise(side: int, seed: int, **extra) -> bytes:
     """A JPEG that does not compress: its size is about what is asked."""
     out = io.BytesIO()
     image = Image.effect_noise((side, side), 100 + seed).convert("RGB")
-    image.save(out, "JPEG", quality=95)
+    image.save(out, "JPEG", quality=95, **extra)
     return out.getvalue()
 
 
@@ -110,3 +114,50 @@ def test_max_user_storage_gb_is_unset_or_a_positive_number(value, ok):
     else:
         with pytest.raises(ConfigError, match="MAX_USER_STORAGE_GB"):
             load_settings(environ)
+
+
+class Rendezvous:
+    """Holds the first upload between its quota check and its insert (in the nearest-city
+    lookup, which an upload with GPS makes there) until the second upload has either passed
+    its own check (no lock: both then insert) or reached the lock that makes it wait."""
+
+    def __init__(self):
+        self.state = threading.Condition()
+        self.in_lookup, self.at_lock = set(), set()
+
+    def note_statement(self, conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE USERS"):
+            with self.state:
+                self.at_lock.add(threading.get_ident())
+                self.state.notify_all()
+
+    @hookimpl
+    def lumen_nearest_location(self, lumen, latitude, longitude):
+        me = threading.get_ident()
+        with self.state:
+            self.in_lookup.add(me)
+            self.state.notify_all()
+            # A safety bound only: either event comes at once.
+            self.state.wait_for(lambda: (self.in_lookup | self.at_lock) - {me}, timeout=60)
+        return None
+
+
+def test_parallel_uploads_of_one_user_cannot_all_pass_the_quota(make_app):
+    # With GPS (so the upload asks for the nearest city), and pixels of their own (so the
+    # thumbnails differ and neither upload waits for the other's file lock).
+    data = [noise(120, n, exif=gps_exif().tobytes()) for n in range(3)]
+    probe = make_app()
+    one_photo = footprint(probe, data[0])
+    rendezvous = Rendezvous()
+    app = make_app(rendezvous, MAX_USER_STORAGE_GB=repr((one_photo * 1.5) / 1024**3))
+    client = falcon.testing.TestClient(app)
+    user = Api(client).user()
+    event.listen(app.lumen.engine, "before_cursor_execute", rendezvous.note_statement)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            statuses = sorted(pool.map(lambda d: upload(client, user, d).status_code, data[1:]))
+    finally:
+        event.remove(app.lumen.engine, "before_cursor_execute", rendezvous.note_statement)
+    assert statuses == [201, 507]
+    listed = client.simulate_get("/api/v1/photos", params={"owner_id": user["id"]})
+    assert listed.headers["x-total-count"] == "1"
