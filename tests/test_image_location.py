@@ -151,3 +151,48 @@ def test_a_file_whose_blocks_cannot_be_walked_is_re_encoded(tmp_path):
     original = gif[:-1] + b"\x99" + gif[-1:]  # a block no GIF has; Pillow stops before it
     copy = strip(tmp_path, original)
     assert copy is not None and b"GPS" not in copy and same_pixels(copy, original)
+
+
+def readable_gps(path) -> dict:
+    try:
+        with Image.open(path) as image:
+            return dict(image.getexif().get_ifd(ExifTags.IFD.GPSInfo))
+    except Exception:
+        return {}
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF"])
+# A server does not turn Pillow's warnings on damaged EXIF into errors; this suite does.
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_damaged_files_never_keep_a_location_nor_raise(tmp_path, fmt):
+    """Every file an upload would accept (it decodes), however its blocks are damaged: the
+    answer is a copy without a location, or None for a file that has none to remove."""
+    if fmt == "GIF":
+        good = encoded("GIF", comment=b"GPS 48.85 N")
+    else:
+        good = encoded(
+            fmt, exif=gps_exif().tobytes(), **({"lossless": True} if fmt == "WEBP" else {})
+        )
+    damaged = [good + b"trailing junk", good[:-3]]
+    for at in range(2, min(len(good), 160), 3):  # every block header near the start
+        for value in (0x00, 0xFF, 0x7F):
+            damaged.append(good[:at] + bytes([value]) + good[at + 1 :])
+    path = tmp_path / "upload"
+    checked = 0
+    for data in damaged:
+        path.write_bytes(data)
+        try:
+            images.inspect(path)
+        except (images.UnsupportedImage, images.ImageTooLarge):
+            continue  # refused at upload: never stored
+        try:
+            copy = images.without_location(path)
+        except images.UnsupportedImage:
+            continue  # refused at upload (415)
+        checked += 1
+        if copy is None:
+            assert readable_gps(path) == {} and b"GPS 48.85" not in data
+        else:
+            (tmp_path / "copy").write_bytes(copy)
+            assert readable_gps(tmp_path / "copy") == {} and b"GPS 48.85" not in copy
+    assert checked > 10
