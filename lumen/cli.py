@@ -286,6 +286,16 @@ def storage_check(obj: Context, fix):
         sys.exit(1)
 
 
+@storage.command("strip-locations")
+@pass_context
+def storage_strip_locations(obj: Context):
+    """Give photos uploaded before public copies existed theirs (run once after `db upgrade`)."""
+    from lumen.maintenance import strip_locations
+
+    made = strip_locations(obj.lumen)
+    click.echo(f"made {made} copies without location metadata")
+
+
 def make_cli(pm) -> click.Group:
     """The ``lumen`` command of this invocation: the core's commands and the enabled plugins'.
     Built anew each time, so no plugin's command outlives the invocation that added it."""

@@ -180,6 +180,8 @@ class CoreSettingsSchema(SettingsSchema):
 
     storage_path = text("STORAGE_PATH", "storage")
     max_storage_gb = positive_number("MAX_STORAGE_GB", 40.0)
+    # Unset: no per-user limit, only the global one.
+    max_user_storage_gb = positive_number("MAX_USER_STORAGE_GB", None)
     max_upload_mb = positive_number("MAX_UPLOAD_MB", 25.0)
     thumbnail_size = positive_int("THUMBNAIL_SIZE", 512, minimum=16)
     # Decoding costs about 4 bytes of memory per pixel: this bounds what one upload costs.

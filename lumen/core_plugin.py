@@ -96,6 +96,8 @@ OPERATIONS = {
     ),
     ("/api/v1/users/{user_id}/photos", "get"): (None, "Photo[]", "200", "400 404 503"),
     ("/api/v1/tokens", "post"): ("TokenCreateSchema", "Token", "201", "400 413 415 503"),
+    ("/api/v1/tokens", "get"): (None, "Session[]", "200", "400 503"),
+    ("/api/v1/tokens", "delete"): (None, None, "204", "503"),
     ("/api/v1/tokens/current", "delete"): (None, None, "204", "503"),
     ("/api/v1/photos", "get"): (None, "Photo[]", "200", "400 404 503"),
     ("/api/v1/photos", "post"): (None, "Photo", "201", "400 409 411 413 415 503 507"),
@@ -152,7 +154,7 @@ def _answer(answer: str | None, status: str) -> dict:
 
 @hookimpl
 def lumen_openapi(lumen, spec):
-    for name in ("City", "User", "Photo", "Token"):
+    for name in ("City", "User", "Photo", "Token", "Session"):
         spec.components.schema(name, schema=f"lumen.schemas.{name}Schema")
     for (path, method), (body, answer, status, errors) in OPERATIONS.items():
         op = operation(spec, path, method)
@@ -166,6 +168,7 @@ def lumen_openapi(lumen, spec):
                 spec._paths[path]["parameters"] = [_uuid_path(name)]
     operation(spec, "/api/v1/photos", "get")["parameters"] = [OWNER_PARAMETER, *PAGE_PARAMETERS]
     operation(spec, "/api/v1/users/{user_id}/photos", "get")["parameters"] = PAGE_PARAMETERS
+    operation(spec, "/api/v1/tokens", "get")["parameters"] = PAGE_PARAMETERS[:2]
     upload = operation(spec, "/api/v1/photos", "post")
     upload["requestBody"] = {
         "required": True,

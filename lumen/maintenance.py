@@ -17,6 +17,7 @@ from lumen import events, images
 from lumen.auth import hash_password
 from lumen.models import Photo, User, utcnow
 from lumen.photos import new_photo, record_event
+from lumen.session import after_commit, after_rollback
 
 # A file younger than this may belong to an upload whose row has not committed yet.
 GRACE_S = 3600
@@ -40,9 +41,7 @@ def check_storage(lumen, fix: bool = False) -> StorageReport:
     storage, report = lumen.storage, StorageReport()
     rows = _file_rows(lumen)
     report.missing_files = sorted(
-        str(row.id)
-        for row in rows
-        if not (storage.exists(row.sha256) and storage.exists(row.thumb_sha256))
+        str(row.id) for row in rows if not all(storage.exists(sha) for sha in _shas(row))
     )
     released: set[str] = set()  # files of the photos removed here: orphans at once
     if fix and report.missing_files:
@@ -51,11 +50,11 @@ def check_storage(lumen, fix: bool = False) -> StorageReport:
                 select(Photo).where(Photo.id.in_([uuid.UUID(i) for i in report.missing_files]))
             ).all()
             for photo in gone:
-                released |= {photo.sha256, photo.thumb_sha256}
+                released |= set(_shas(photo))
                 session.delete(photo)
                 record_event(session, events.PHOTO_DELETED, photo, changes={})
         rows = _file_rows(lumen)  # the removed photos' remaining files are orphans now
-    referenced = {sha for row in rows for sha in (row.sha256, row.thumb_sha256)}
+    referenced = {sha for row in rows for sha in _shas(row)}
     now = time.time()
     orphans = [
         path
@@ -73,9 +72,52 @@ def check_storage(lumen, fix: bool = False) -> StorageReport:
     return report
 
 
+def _shas(row) -> tuple[str, ...]:
+    """The files of a photo: original, thumbnail, and the public copy where there is one."""
+    return tuple(s for s in (row.sha256, row.thumb_sha256, row.public_sha256) if s is not None)
+
+
 def _file_rows(lumen):
     with lumen.Session() as session:
-        return session.execute(select(Photo.id, Photo.sha256, Photo.thumb_sha256)).all()
+        columns = (Photo.id, Photo.sha256, Photo.thumb_sha256, Photo.public_sha256)
+        return session.execute(select(*columns)).all()
+
+
+def strip_locations(lumen, batch: int = 100) -> int:
+    """Give each photo that has no public copy (those uploaded before core_0003) one when its
+    original carries location metadata, as an upload now does. Idempotent; returns how many
+    copies were made. Each photo is its own transaction, under the files' lock."""
+    storage, made, after = lumen.storage, 0, None
+    while True:
+        query = select(Photo.id, Photo.sha256).where(Photo.public_sha256.is_(None))
+        if after is not None:
+            query = query.where(Photo.id > after)
+        with lumen.Session() as session:
+            rows = session.execute(query.order_by(Photo.id).limit(batch)).all()
+        if not rows:
+            return made
+        for row in rows:
+            after = row.id
+            if not storage.exists(row.sha256):
+                continue  # `lumen storage check` reports it
+            stripped = images.without_location(storage.path_for(row.sha256))
+            if stripped is None:
+                continue
+            public = storage.receive_bytes(stripped)
+            with lumen.unit_of_work() as session:
+                release = storage.lock(row.sha256, public.sha256)
+                after_commit(session, release)
+                after_rollback(session, release)
+                photo = session.get(Photo, row.id)
+                if photo is None or photo.public_sha256 is not None:
+                    public.discard()  # deleted or done meanwhile
+                    continue
+                if storage.keep(public):
+                    after_rollback(session, lambda sha=public.sha256: storage.delete(sha))
+                photo.public_sha256, photo.public_size_bytes = public.sha256, public.size
+                # Cached records and lists name the original's URL: purge them.
+                record_event(session, events.PHOTO_UPDATED, photo, changes={})
+            made += 1
 
 
 def synthetic_image(rng: random.Random, width: int, height: int) -> bytes:

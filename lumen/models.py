@@ -82,7 +82,10 @@ class Token(Base):
     # Only a hash of the secret is kept: a leaked table gives no usable token.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Indexed: issuing a token purges a bounded batch of expired ones, oldest first.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # When the token last served a request, to within a minute (null until then).
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Photo(Base):
@@ -107,6 +110,11 @@ class Photo(Base):
     thumb_sha256: Mapped[str] = mapped_column(String(64), index=True)
     thumb_content_type: Mapped[str] = mapped_column(String(32))
     thumb_size_bytes: Mapped[int] = mapped_column(BigInteger)
+    # The copy served to anyone but the owner when the original carries location metadata
+    # (EXIF GPS...): a file of its own, content-addressed like the others. Null: the original
+    # carries none and is served to everyone.
+    public_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    public_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)

@@ -12,14 +12,14 @@ from collections.abc import Iterable
 from typing import Any
 
 import falcon
-from sqlalchemy import func, select
+from sqlalchemy import func, select, union, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lumen import events, images
 from lumen.caching import CachedRead
 from lumen.errors import invalid
-from lumen.models import Photo
+from lumen.models import Photo, User
 from lumen.resources.paging import Page
 from lumen.session import after_commit, after_rollback
 from lumen.storage import Incoming
@@ -125,10 +125,14 @@ def _timestamp(value) -> str | None:
 
 
 def photo_record(photo: Photo, city: dict | None) -> dict[str, Any]:
-    """What the cache keeps of a photo: its public JSON and where its files are.
+    """What the cache keeps of a photo: its JSON as anyone but the owner sees it, what differs
+    for the owner (``owner``: None when nothing does), and where its files are.
 
+    Where the original carries location metadata, others see the copy without it: its URL, its
+    sha256 and size (the original's hash would let a guess of the removed bytes be checked).
     Built by hand rather than through PhotoSchema.dump, which costs a third of a list request;
     tests hold the two to the same shape."""
+    public = photo.public_sha256 is not None
     body = {
         "id": str(photo.id),
         "owner_id": str(photo.owner_id),
@@ -138,13 +142,13 @@ def photo_record(photo: Photo, city: dict | None) -> dict[str, Any]:
         "width": photo.width,
         "height": photo.height,
         "content_type": photo.content_type,
-        "size_bytes": photo.size_bytes,
-        "sha256": photo.sha256,
+        "size_bytes": photo.public_size_bytes if public else photo.size_bytes,
+        "sha256": photo.public_sha256 if public else photo.sha256,
         "taken_at": _timestamp(photo.taken_at),
         "created_at": _timestamp(photo.created_at),
         "updated_at": _timestamp(photo.updated_at),
         "urls": {
-            "original": image_url(photo.id, "original", photo.sha256),
+            "original": image_url(photo.id, "original", photo.public_sha256 or photo.sha256),
             "thumbnail": image_url(photo.id, "thumb", photo.thumb_sha256),
         },
     }
@@ -152,7 +156,39 @@ def photo_record(photo: Photo, city: dict | None) -> dict[str, Any]:
         "original": [photo.sha256, photo.content_type],
         "thumb": [photo.thumb_sha256, photo.thumb_content_type],
     }
-    return {"photo": body, "files": files}
+    owner = None
+    if public:
+        files["public"] = [photo.public_sha256, photo.content_type]
+        owner = {
+            "sha256": photo.sha256,
+            "size_bytes": photo.size_bytes,
+            "urls": {**body["urls"], "original": image_url(photo.id, "original", photo.sha256)},
+        }
+    return {"photo": body, "owner": owner, "files": files}
+
+
+def is_owner(viewer, body: dict) -> bool:
+    return viewer is not None and str(viewer.id) == body["owner_id"]
+
+
+def as_seen_by(record: dict, viewer) -> dict:
+    """A photo's JSON as ``viewer`` gets it: the owner sees their exact bytes (URL, sha256,
+    size); everyone else the copy without location metadata."""
+    body, owner = record["photo"], record.get("owner")
+    if owner and is_owner(viewer, body):
+        return {**body, **owner}
+    return body
+
+
+def image_file(record: dict, size: str, viewer) -> tuple[str, str, bool]:
+    """(sha256, content type, whether it is the owner's exact bytes that others never get) of
+    the file ``viewer`` downloads for ``size`` (original or thumb)."""
+    files = record["files"]
+    if size == "original" and "public" in files:
+        if is_owner(viewer, record["photo"]):
+            return (*files["original"], True)
+        return (*files["public"], False)
+    return (*files[size], False)
 
 
 def lookup_locations(lumen, location_ids: Iterable[int | None]) -> dict[int, dict]:
@@ -162,9 +198,10 @@ def lookup_locations(lumen, location_ids: Iterable[int | None]) -> dict[int, dic
     return lumen.hook.lumen_location_lookup(lumen=lumen, location_ids=ids) or {}
 
 
-def render(lumen, photos: list[Photo]) -> list[dict]:
+def render(lumen, photos: list[Photo], viewer) -> list[dict]:
+    """The photos' JSON as ``viewer`` sees them."""
     cities = lookup_locations(lumen, (p.location_id for p in photos))
-    return [photo_record(p, cities.get(p.location_id))["photo"] for p in photos]
+    return [as_seen_by(photo_record(p, cities.get(p.location_id)), viewer) for p in photos]
 
 
 def not_found() -> falcon.HTTPNotFound:
@@ -203,7 +240,9 @@ def list_photos(lumen, session: Session, viewer, page: Page, owner_id=None, loca
         .limit(page.limit)
         .offset(page.offset)
     ).all()
-    return {"items": render(lumen, photos), "total": total}
+    # Rendered for this viewer: each cached list is read by one kind of viewer only (its key
+    # says which: anonymous, the owner, or anyone but the owner).
+    return {"items": render(lumen, photos, viewer), "total": total}
 
 
 def visible_page(lumen, session: Session, viewer, page: Page, owner_id=None, location_id=None):
@@ -265,13 +304,10 @@ def nearest_location_id(lumen, latitude: float, longitude: float) -> int | None:
     return city["id"] if city else None
 
 
-def process_upload(lumen, path) -> tuple[images.ImageInfo, bytes]:
-    """The image's facts and its thumbnail (one decode), or the 413/415 that refuses it."""
-    settings = lumen.settings
+def inspect_upload(path, examine):
+    """What ``examine`` reads of the received image, or the 413/415 that refuses it."""
     try:
-        return images.process(
-            path, settings.thumbnail_size, int(settings.max_image_megapixels * 1e6)
-        )
+        return examine(path)
     except images.ImageTooLarge as exc:
         raise falcon.HTTPContentTooLarge(
             title="Image too large", description=f"file: {exc}"
@@ -282,8 +318,11 @@ def process_upload(lumen, path) -> tuple[images.ImageInfo, bytes]:
         ) from None
 
 
-def new_photo(owner_id, original: Incoming, thumb: Incoming, info, **fields) -> Photo:
-    """The row of a photo whose files were received (uploads and ``lumen seed``)."""
+def new_photo(
+    owner_id, original: Incoming, thumb: Incoming, info, public: Incoming | None = None, **fields
+) -> Photo:
+    """The row of a photo whose files were received (uploads and ``lumen seed``); ``public``
+    is the copy without location metadata, when the original carries some."""
     return Photo(
         owner_id=owner_id,
         width=info.width,
@@ -294,6 +333,8 @@ def new_photo(owner_id, original: Incoming, thumb: Incoming, info, **fields) -> 
         thumb_sha256=thumb.sha256,
         thumb_content_type=images.THUMBNAIL_CONTENT_TYPE,
         thumb_size_bytes=thumb.size,
+        public_sha256=public.sha256 if public is not None else None,
+        public_size_bytes=public.size if public is not None else None,
         taken_at=info.taken_at,
         latitude=info.latitude,
         longitude=info.longitude,
@@ -302,38 +343,109 @@ def new_photo(owner_id, original: Incoming, thumb: Incoming, info, **fields) -> 
 
 
 def add_photo(lumen, session: Session, owner, incoming: Incoming, data: dict) -> Photo:
-    """Validate the received file, keep it with its thumbnail, and add the photo's row.
-    Files first, row second; a transaction that does not commit takes back the files it made."""
+    """Validate the received file, keep it with its thumbnail (and its copy without location
+    metadata, when it carries some), and add the photo's row. Files first, row second; a
+    transaction that does not commit takes back the files it made."""
     storage = lumen.storage
-    info, thumb_bytes = process_upload(lumen, incoming.path)
+    settings = lumen.settings
+    max_pixels = int(settings.max_image_megapixels * 1e6)
+    info, thumb_bytes = inspect_upload(
+        incoming.path, lambda path: images.process(path, settings.thumbnail_size, max_pixels)
+    )
     thumb = storage.receive_bytes(thumb_bytes)
+    public = None
     try:
+        stripped = inspect_upload(incoming.path, images.without_location)
+        if stripped is not None:
+            public = storage.receive_bytes(stripped)
+            del stripped
+        files = [f for f in (incoming, thumb, public) if f is not None]
         # Held until the transaction ends: from here to the commit no other request can
         # delete these files, and a second upload of the same bytes waits to see this one.
-        release = storage.lock(incoming.sha256, thumb.sha256)
+        release = storage.lock(*(f.sha256 for f in files))
         after_commit(session, release)
         after_rollback(session, release)
-        return _insert(lumen, session, owner, incoming, thumb, info, data)
+        return _insert(lumen, session, owner, incoming, thumb, public, info, data)
     finally:
-        thumb.discard()  # no-op once kept
+        for received in (thumb, public):
+            if received is not None:
+                received.discard()  # no-op once kept
 
 
-def _insert(lumen, session: Session, owner, incoming, thumb, info, data: dict) -> Photo:
+# --- quotas --------------------------------------------------------------------------------------
+
+
+def _stored_files(*where):
+    """(sha256, size) of every file photos refer to, each file once (UNION drops the repeats:
+    identical bytes are stored once, however many photos share them)."""
+    return union(
+        select(Photo.sha256.label("sha256"), Photo.size_bytes.label("size")).where(
+            *(w(Photo.sha256) for w in where)
+        ),
+        select(Photo.thumb_sha256, Photo.thumb_size_bytes).where(
+            *(w(Photo.thumb_sha256) for w in where)
+        ),
+        select(Photo.public_sha256, Photo.public_size_bytes).where(
+            Photo.public_sha256.is_not(None), *(w(Photo.public_sha256) for w in where)
+        ),
+    ).subquery()
+
+
+def stored_bytes(session: Session) -> int:
+    """The bytes the photos' files take on disk, each file counted once."""
+    files = _stored_files()
+    return session.scalar(select(func.coalesce(func.sum(files.c.size), 0)))
+
+
+def user_bytes(session: Session, owner_id) -> int:
+    """The bytes of a user's photos (original, thumbnail and public copy), shared or not."""
+    size = Photo.size_bytes + Photo.thumb_size_bytes + func.coalesce(Photo.public_size_bytes, 0)
+    return session.scalar(
+        select(func.coalesce(func.sum(size), 0)).where(Photo.owner_id == owner_id)
+    )
+
+
+def check_quotas(lumen, session: Session, owner, files: list[Incoming]) -> None:
+    """507 when these new files would take the store past MAX_STORAGE_GB (counting only
+    files not stored yet) or their owner past MAX_USER_STORAGE_GB (counting them all)."""
+    limit_gb = lumen.settings.max_user_storage_gb
+    if limit_gb is not None:
+        # One upload of a user at a time from here to the commit, so parallel uploads cannot
+        # all pass the check on the same total: a write that changes nothing locks the user's
+        # row (PostgreSQL) or takes the write lock before the sum is read (SQLite, whose
+        # reads outside a write take no lock, so SELECT ... FOR UPDATE would not do).
+        lock = update(User).where(User.id == owner.id).values(updated_at=User.updated_at)
+        session.execute(lock.execution_options(synchronize_session=False))
+        if user_bytes(session, owner.id) + sum(f.size for f in files) > limit_gb * 1024**3:
+            raise falcon.HTTPError(
+                falcon.HTTP_507,
+                title="Insufficient storage",
+                description="file: your storage quota (MAX_USER_STORAGE_GB) would be exceeded",
+            )
+    shas = {f.sha256 for f in files}
+    known = _stored_files(lambda column: column.in_(shas))
+    stored = set(session.scalars(select(known.c.sha256)))
+    new = sum({f.sha256: f.size for f in files if f.sha256 not in stored}.values())
+    if new and stored_bytes(session) + new > lumen.storage.max_bytes:
+        raise falcon.HTTPError(
+            falcon.HTTP_507,
+            title="Insufficient storage",
+            description="file: the storage quota (MAX_STORAGE_GB) would be exceeded",
+        )
+
+
+# --- the upload's row ----------------------------------------------------------------------------
+
+
+def _insert(lumen, session: Session, owner, incoming, thumb, public, info, data: dict) -> Photo:
     storage = lumen.storage
     existing = session.scalar(
         select(Photo.id).where(Photo.owner_id == owner.id, Photo.sha256 == incoming.sha256)
     )
     if existing is not None:
         raise DuplicatePhoto(existing)
-    used = session.scalar(
-        select(func.coalesce(func.sum(Photo.size_bytes + Photo.thumb_size_bytes), 0))
-    )
-    if used + incoming.size + thumb.size > storage.max_bytes:
-        raise falcon.HTTPError(
-            falcon.HTTP_507,
-            title="Insufficient storage",
-            description="file: the storage quota (MAX_STORAGE_GB) would be exceeded",
-        )
+    files = [f for f in (incoming, thumb, public) if f is not None]
+    check_quotas(lumen, session, owner, files)
     location_id = data.get("location_id")
     if location_id is None and info.latitude is not None:
         location_id = nearest_location_id(lumen, info.latitude, info.longitude)
@@ -342,11 +454,12 @@ def _insert(lumen, session: Session, owner, incoming, thumb, info, data: dict) -
         incoming,
         thumb,
         info,
+        public,
         caption=data.get("caption"),
         visibility=data["visibility"],
         location_id=location_id,
     )
-    for kept in (incoming, thumb):
+    for kept in files:
         sha = kept.sha256
         if storage.keep(kept):
             after_rollback(session, lambda sha=sha: storage.delete(sha))
@@ -387,7 +500,7 @@ def delete_photo(lumen, session: Session, photo: Photo, changes: dict | None = N
     """Delete the row; its files go after the commit, unless another photo still uses them."""
     session.delete(photo)
     session.flush()
-    shas = {photo.sha256, photo.thumb_sha256}
+    shas = {photo.sha256, photo.thumb_sha256, photo.public_sha256} - {None}
     after_commit(session, lambda: remove_unreferenced(lumen, shas))
     record_event(
         session, events.PHOTO_DELETED, photo, created_fields(photo) if changes is None else changes
@@ -405,7 +518,11 @@ def remove_unreferenced(lumen, sha256s: set[str]) -> None:
                 still_used = session.scalar(
                     select(func.count())
                     .select_from(Photo)
-                    .where((Photo.sha256 == sha) | (Photo.thumb_sha256 == sha))
+                    .where(
+                        (Photo.sha256 == sha)
+                        | (Photo.thumb_sha256 == sha)
+                        | (Photo.public_sha256 == sha)
+                    )
                 )
                 if not still_used:
                     lumen.storage.delete(sha)

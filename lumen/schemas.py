@@ -149,6 +149,16 @@ class TokenSchema(Schema):
     expires_at = fields.DateTime(format="iso")
 
 
+class SessionSchema(Schema):
+    """A token as its owner sees it in their list of sessions: never its secret."""
+
+    id = fields.String()
+    created_at = fields.DateTime(format="iso")
+    last_used_at = fields.DateTime(format="iso", allow_none=True)
+    expires_at = fields.DateTime(format="iso")
+    current = fields.Boolean()
+
+
 class CitySchema(Schema):
     id = fields.Integer()
     name = fields.String()

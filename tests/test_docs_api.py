@@ -134,6 +134,7 @@ def schema_of(document, name: str) -> set[str]:
         ("user", "User", schemas.UserSchema),
         ("photo", "Photo", schemas.PhotoSchema),
         ("city", "City", schemas.CitySchema),
+        ("session", "Session", schemas.SessionSchema),
     ],
 )
 def test_each_kind_of_answer_has_the_documented_fields(served, kind, component, marshmallow):
@@ -199,6 +200,8 @@ def test_real_answers_have_exactly_the_documented_fields(served):
     )
     documented_token = re.search(r"`(\{[^`]*\})`", row("POST", "/api/v1/tokens")[2]).group(1)
     assert set(token.json) == set(top_level_names(documented_token))
+    sessions = client.simulate_get("/api/v1/tokens", headers=user["headers"])
+    assert [set(s) for s in sessions.json] == [set(documented_fields("session"))] * 2
 
 
 def test_documented_query_parameters_are_in_openapi_where_it_lists_any(served):

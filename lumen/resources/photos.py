@@ -7,6 +7,7 @@ import logging
 import os
 
 import falcon
+from falcon.util import BufferedReader
 
 from lumen import photos
 from lumen.auth import require_user
@@ -29,6 +30,45 @@ log = logging.getLogger(__name__)
 # Room for the multipart framing and the small text fields around the file.
 MULTIPART_OVERHEAD = 64 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
+# The owner's exact bytes, where others get a copy without location metadata: never in a
+# shared cache, whatever the URL.
+OWNER_IMMUTABLE = "private, max-age=31536000, immutable"
+
+
+class _LimitedInput:
+    """Reads a body of unknown length, refusing it (TooLarge) once it passes ``limit``."""
+
+    def __init__(self, stream, limit: int):
+        self.stream, self.limit, self.received = stream, limit, 0
+
+    def read(self, size: int) -> bytes:
+        chunk = self.stream.read(size)
+        self.received += len(chunk)
+        if self.received > self.limit:
+            raise TooLarge()
+        return chunk
+
+
+def upload_form(req, limit: int):
+    """The parts of a multipart upload, read as they arrive, at most ``limit`` bytes of body.
+
+    A body without Content-Length (chunked, as mobile clients send) is read to its end where
+    the server de-chunks it and marks the input terminated (gunicorn does: PEP 3333's
+    ``wsgi.input_terminated``); any other server cannot say where it ends: 411."""
+    if req.content_length is not None:
+        if req.content_length > limit:
+            raise TooLarge()
+        return req.get_media()
+    if not req.env.get("wsgi.input_terminated"):
+        raise falcon.HTTPLengthRequired(
+            title="Length required",
+            description="Content-Length: required for an upload by this server",
+        )
+    # Falcon's multipart reader needs the length unless it is handed a buffered reader; this
+    # one ends where the body ends, and the limited input refuses a body past the limit.
+    stream = BufferedReader(_LimitedInput(req.stream, limit).read, limit + 1)
+    handler = req.options.media_handlers[falcon.MEDIA_MULTIPART]
+    return handler.deserialize(stream, req.content_type, None)
 
 
 def serve_list(lumen, req, resp, path: str, owner_id=None, query=None) -> None:
@@ -67,11 +107,9 @@ class PhotosResource:
             raise falcon.HTTPUnsupportedMediaType(
                 title="Unsupported media type", description="body: must be multipart/form-data"
             )
-        if req.content_length is not None and req.content_length > max_bytes + MULTIPART_OVERHEAD:
-            raise too_large
         incoming, fields = None, {}
         try:
-            for part in req.get_media():
+            for part in upload_form(req, max_bytes + MULTIPART_OVERHEAD):
                 if part.name == "file" and incoming is None:
                     incoming = storage.receive(part.stream, max_bytes)
                 elif part.name in photos.EDITABLE_FIELDS and part.name not in fields:
@@ -85,15 +123,15 @@ class PhotosResource:
             data = validate_data(PhotoUploadSchema(), fields)
             photos.check_location(self.lumen, data.get("location_id"))
             photo = photos.add_photo(self.lumen, req.context.db, caller, incoming, data)
-        except TooLarge:
-            raise too_large from None
-        except BaseException:
+        except BaseException as exc:
             if incoming is not None:
                 incoming.discard()
+            if isinstance(exc, TooLarge):
+                raise too_large from None
             raise
         resp.status = falcon.HTTP_201
         resp.location = f"/api/v1/photos/{photo.id}"
-        resp.media = photos.render(self.lumen, [photo])[0]
+        resp.media = photos.render(self.lumen, [photo], caller)[0]
 
 
 class UserPhotosResource:
@@ -115,14 +153,14 @@ class PhotoResource:
         record = photos.visible_record(
             self.lumen, req.context.db, parse_id(photo_id), req.context.user
         )
-        resp.media = record["photo"]
+        resp.media = photos.as_seen_by(record, req.context.user)
 
     def on_patch(self, req, resp, photo_id):
         """Edit a photo's caption, visibility or location."""
-        db = req.context.db
-        photo = photos.owned_photo(db, parse_id(photo_id), require_user(req))
+        db, caller = req.context.db, require_user(req)
+        photo = photos.owned_photo(db, parse_id(photo_id), caller)
         photos.edit_photo(self.lumen, db, photo, load_body(req, PhotoUpdateSchema()))
-        resp.media = photos.render(self.lumen, [photo])[0]
+        resp.media = photos.render(self.lumen, [photo], caller)[0]
 
     def on_delete(self, req, resp, photo_id):
         """Delete a photo, its file and its thumbnail."""
@@ -137,19 +175,25 @@ class PhotoImageResource:
         self.lumen = lumen
 
     def on_get(self, req, resp, photo_id):
-        """The image bytes: ``size=original`` (default) or ``size=thumb``."""
-        record = photos.visible_record(
-            self.lumen, req.context.db, parse_id(photo_id), req.context.user
-        )
+        """The image bytes: ``size=original`` (default) or ``size=thumb``. Anyone but the owner
+        gets the original without its location metadata."""
+        viewer = req.context.user
+        record = photos.visible_record(self.lumen, req.context.db, parse_id(photo_id), viewer)
         size = req.get_param("size", default="original")
-        if size not in record["files"]:
+        if size not in ("original", "thumb"):
             raise invalid("size", "must be one of: original, thumb")
-        sha, content_type = record["files"][size]
+        sha, content_type, owners_only = photos.image_file(record, size, viewer)
         public = record["photo"]["visibility"] == "public"
-        if public and req.get_param("v") == sha[:16]:
+        current = req.get_param("v") == sha[:16]
+        if owners_only:
+            resp.cache_control = [OWNER_IMMUTABLE if current else "private, no-cache"]
+        elif public and current:
             resp.cache_control = [IMMUTABLE]
         else:
             resp.cache_control = ["public, max-age=300" if public else "private, no-cache"]
+        if size == "original" and "public" in record["files"]:
+            # One URL, two answers by caller: a cache must not give one's to the other.
+            resp.append_header("Vary", "Authorization")
         resp.etag = f'"{sha}"'
         tags = req.if_none_match or ()
         if "*" in tags or sha in tags:

@@ -1,13 +1,22 @@
-"""/api/v1/tokens"""
+"""/api/v1/tokens: log in, list one's sessions, log out of one or of all."""
 
 from __future__ import annotations
 
 import falcon
 
-from lumen.auth import authenticate, issue_token, require_user, unauthorized
-from lumen.schemas import TokenCreateSchema, TokenSchema, load_body
+from lumen.auth import (
+    authenticate,
+    issue_token,
+    require_user,
+    revoke_all_tokens,
+    unauthorized,
+    user_tokens,
+)
+from lumen.resources.paging import Page
+from lumen.schemas import SessionSchema, TokenCreateSchema, TokenSchema, load_body
 
 _token_schema = TokenSchema()
+_session_schema = SessionSchema()
 
 
 class TokensResource:
@@ -25,6 +34,31 @@ class TokensResource:
         resp.media = _token_schema.dump(
             {"token": secret, "user_id": str(user.id), "expires_at": token.expires_at}
         )
+
+    def on_get(self, req, resp):
+        """The caller's sessions (tokens that still work), newest first; never a secret."""
+        caller = require_user(req)
+        page = Page.from_request(req)
+        tokens, total = user_tokens(req.context.db, caller, page.limit, page.offset)
+        current = req.context.token.id
+        items = [
+            _session_schema.dump(
+                {
+                    "id": str(token.id),
+                    "created_at": token.created_at,
+                    "last_used_at": token.last_used_at,
+                    "expires_at": token.expires_at,
+                    "current": token.id == current,
+                }
+            )
+            for token in tokens
+        ]
+        page.respond(resp, items, total, "/api/v1/tokens")
+
+    def on_delete(self, req, resp):
+        """Revoke every token of the caller, this one too: log out everywhere."""
+        revoke_all_tokens(req.context.db, require_user(req))
+        resp.status = falcon.HTTP_204
 
 
 class CurrentTokenResource:
