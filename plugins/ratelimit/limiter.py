@@ -57,7 +57,9 @@ class Op:
 def _outcome(op: Op, acquired: bool, window: tuple[float, int] | None, now: float) -> Outcome:
     oldest, count = window if window else (now, 0)
     remaining = max(0, op.policy.quota - count)
-    reset = max(0, math.ceil(oldest + op.policy.window - now)) if count else 0
+    # Redis hands timestamps back with 14 significant digits: never more than the window.
+    reset = min(op.policy.window, max(0, math.ceil(oldest + op.policy.window - now - 0.001)))
+    reset = reset if count else 0
     return Outcome(op.policy, acquired, remaining, reset)
 
 
