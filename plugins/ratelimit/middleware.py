@@ -20,7 +20,7 @@ import falcon
 
 from lumen import request_body
 from lumen_plugins.ratelimit.limiter import Counters, Op, Outcome
-from lumen_plugins.ratelimit.settings import ClientAddress, Policy, address_key
+from lumen_plugins.ratelimit.settings import ClientAddress, Policy
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class RateLimitMiddleware:
             return
         route = template or UNMATCHED
         user = req.context.user
-        address = address_key(self.client_address.of(req))
+        address = self.client_address.key_of(req)
         who = f"user:{user.id}" if user is not None else address
         policy = self.policies[POLICY_OF_ROUTE.get((req.method, template), "default")]
         ops = [Op(policy, who)]
@@ -142,7 +142,7 @@ class RateLimitMiddleware:
             if resp.status_code == 401 and not exempt(req.uri_template):
                 # A bad token is refused by authentication before process_resource above:
                 # it still spends the address's budget.
-                address = address_key(self.client_address.of(req))
+                address = self.client_address.key_of(req)
                 self.counters.run([Op(self.policies["default"], address, read=False)])
             return
         if resp.status_code != 429:

@@ -17,6 +17,7 @@ from marshmallow import ValidationError
 from lumen import SettingsSchema, positive_int, positive_number, text
 
 LIMIT_RULE = "must be one limit such as 600/minute: a count of at least 1, '/', and a period"
+_KEYS_KEPT = 4096
 IPV6_PREFIX = 64  # one IPv6 host usually owns a whole /64: charge the /64, not each address
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -138,6 +139,18 @@ class ClientAddress:
 
     def __init__(self, trusted: tuple[Network, ...]):
         self.trusted = trusted
+        # The same peers and proxy chains come again and again: each is parsed once.
+        self._keys: dict[tuple, str] = {}
+
+    def key_of(self, req: falcon.Request) -> str:
+        """The counter key of the request's client address (see ``address_key``)."""
+        seen = (req.remote_addr, req.get_header("Forwarded"), req.get_header("X-Forwarded-For"))
+        key = self._keys.get(seen)
+        if key is None:
+            if len(self._keys) >= _KEYS_KEPT:
+                self._keys.clear()
+            key = self._keys[seen] = address_key(self.of(req))
+        return key
 
     def _is_trusted(self, address: Address) -> bool:
         return any(address in network for network in self.trusted)
