@@ -73,6 +73,7 @@ class Counters:
         self.errors = 0
         self._lock = threading.Lock()
         self._memory_until = 0.0  # monotonic: before it, count in memory without asking Redis
+        self._degraded = False  # counted in memory since the last Redis error
         self.redis_storage = None
         if client is not None:
             # The core's client (short timeouts, no retries); limits supplies the scripts and
@@ -89,6 +90,7 @@ class Counters:
         return self.client is None or time.monotonic() < self._memory_until
 
     def _redis_failed(self, exc: Exception) -> None:
+        self._degraded = True
         with self._lock:
             first = time.monotonic() >= self._memory_until
             self._memory_until = time.monotonic() + self.retry_seconds
@@ -109,9 +111,14 @@ class Counters:
             return []
         if not self.in_memory:
             try:
-                return self._run_redis(ops)
+                outcomes = self._run_redis(ops)
             except redis.RedisError as exc:
                 self._redis_failed(exc)
+            else:
+                if self._degraded:
+                    self._degraded = False
+                    log.info("rate limits counted in Redis again")
+                return outcomes
         return self._run_memory(ops)
 
     def _run_memory(self, ops: list[Op]) -> list[Outcome | None]:

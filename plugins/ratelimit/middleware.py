@@ -132,18 +132,14 @@ class RateLimitMiddleware:
         if not outcomes[0].allowed:
             self._refuse(req, outcomes[0], who, route)
         if username is not None:
-            req.context.ratelimit_login = (address, username)
+            req.context.ratelimit_login = (address, who, username)
             if outcomes[1].remaining < 1 and not self._known(address, username):
                 self._refuse(req, outcomes[1], f"username:{username}", route)
 
     def process_response(self, req, resp, resource, req_succeeded: bool) -> None:
         outcome = getattr(req.context, "ratelimit", None)
         if outcome is None:
-            if resp.status_code == 401 and not exempt(req.uri_template):
-                # A bad token is refused by authentication before process_resource above:
-                # it still spends the address's budget.
-                address = self.client_address.key_of(req)
-                self.counters.run([Op(self.policies["default"], address, read=False)])
+            self._not_routed(req, resp, resource)
             return
         if resp.status_code != 429:
             resp.set_header("RateLimit-Policy", outcome.policy.field)
@@ -152,8 +148,31 @@ class RateLimitMiddleware:
         if login is not None and resp.status_code in (201, 401):
             self._after_login(login, outcome, succeeded=resp.status_code == 201)
 
-    def _after_login(self, login: tuple[str, str], outcome: Outcome, succeeded: bool) -> None:
-        address, username = login
+    def _not_routed(self, req: falcon.Request, resp: falcon.Response, resource) -> None:
+        """Paths no route matches (falcon skips process_resource for them), and bad tokens,
+        which authentication refuses before process_resource above: charged to the address
+        now, and answered 429 instead once its budget is spent. Preflights are not counted."""
+        if resource is not None and resp.status_code != 401:
+            return  # answered by another middleware, e.g. a CORS refusal
+        if exempt(req.uri_template) or _is_preflight(req):
+            return
+        address = self.client_address.key_of(req)
+        (outcome,) = self.counters.run([Op(self.policies["default"], address)])
+        if outcome.allowed:
+            resp.set_header("RateLimit-Policy", outcome.policy.field)
+            resp.set_header("RateLimit", outcome.field)
+            return
+        self.blocked.record(req, outcome, address, req.uri_template or UNMATCHED)
+        refusal = _refusal(outcome)
+        resp.status = falcon.HTTP_429
+        resp.content_type = falcon.MEDIA_JSON
+        resp.text = json.dumps(refusal.to_dict())
+        resp.data = None
+        for name, value in refusal.headers.items():
+            resp.set_header(name, value)
+
+    def _after_login(self, login: tuple[str, str, str], outcome: Outcome, succeeded: bool) -> None:
+        address, who, username = login
         if succeeded:
             self.counters.mark(_known_key(address, username), self.known_address_seconds)
             return
@@ -161,7 +180,7 @@ class RateLimitMiddleware:
         # A failure costs the address failure_cost in all; what is left of the budget at most.
         extra = min(self.failure_cost - 1, outcome.remaining)
         if extra > 0:
-            ops.append(Op(outcome.policy, address, cost=extra, read=False))
+            ops.append(Op(outcome.policy, who, cost=extra, read=False))
         self.counters.run(ops)
 
     def _known(self, address: str, username: str) -> bool:
@@ -171,20 +190,28 @@ class RateLimitMiddleware:
 
     def _refuse(self, req: falcon.Request, outcome: Outcome, who: str, route: str) -> None:
         self.blocked.record(req, outcome, who, route)
-        retry_after = max(outcome.reset, 1)
-        raise falcon.HTTPTooManyRequests(
-            title="Too many requests",
-            description=(
-                f"rate limit {outcome.policy.name!r} reached "
-                f"({outcome.policy.quota} per {outcome.policy.window} s); "
-                f"retry after {retry_after} s"
-            ),
-            retry_after=retry_after,
-            headers={
-                "RateLimit-Policy": outcome.policy.field,
-                "RateLimit": f'"{outcome.policy.name}";r=0;t={retry_after}',
-            },
-        )
+        raise _refusal(outcome)
+
+
+def _is_preflight(req: falcon.Request) -> bool:
+    return req.method == "OPTIONS" and req.get_header("Access-Control-Request-Method") is not None
+
+
+def _refusal(outcome: Outcome) -> falcon.HTTPTooManyRequests:
+    retry_after = max(outcome.reset, 1)
+    return falcon.HTTPTooManyRequests(
+        title="Too many requests",
+        description=(
+            f"rate limit {outcome.policy.name!r} reached "
+            f"({outcome.policy.quota} per {outcome.policy.window} s); "
+            f"retry after {retry_after} s"
+        ),
+        retry_after=retry_after,
+        headers={
+            "RateLimit-Policy": outcome.policy.field,
+            "RateLimit": f'"{outcome.policy.name}";r=0;t={retry_after}',
+        },
+    )
 
 
 def _known_key(address: str, username: str) -> str:

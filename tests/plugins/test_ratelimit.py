@@ -94,6 +94,19 @@ def test_probes_and_metrics_are_never_limited_nor_counted(make_app, redis_url, r
     assert client.simulate_get("/livez").status_code == 200
 
 
+def test_paths_no_route_matches_are_limited_too(make_app, redis_url, redis_prefix):
+    app = limited_app(make_app, redis_url, redis_prefix, RATE_LIMIT_DEFAULT="1/minute")
+    client = falcon.testing.TestClient(app)
+    first = client.simulate_get("/no/such/path")
+    assert first.status_code == 404 and field_of(first) == ("default", 0, 60)
+    refused = client.simulate_get("/wp-login.php")
+    assert refused.status_code == 429 and refused.json["title"] == "Too many requests"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert policy_of(refused) == ("default", 1, 60)
+    assert field_of(refused) == ("default", 0, int(refused.headers["Retry-After"]))
+    assert client.simulate_get("/api/v1/photos").status_code == 429  # one budget
+
+
 def test_users_are_limited_each_on_their_own_and_anonymous_callers_by_address(
     make_app, redis_url, redis_prefix
 ):
@@ -145,6 +158,7 @@ def test_a_bad_token_is_refused_by_authentication_but_spends_the_address_budget(
         401
     ] * 3
     assert client.simulate_get("/api/v1/photos").status_code == 429
+    assert client.simulate_get("/api/v1/photos", headers=bad).status_code == 429
 
 
 def test_cors_exposes_the_fields_on_answers_and_refusals(make_app, redis_url, redis_prefix):
@@ -402,6 +416,7 @@ def test_redis_killed_mid_test_limits_in_memory_fails_nothing_and_comes_back(
     make_app,
     own_redis,  # noqa: F811 (the fixture)
     redis_prefix,
+    caplog,
 ):
     app = limited_app(
         make_app,
@@ -428,6 +443,8 @@ def test_redis_killed_mid_test_limits_in_memory_fails_nothing_and_comes_back(
         client.simulate_get("/api/v1/photos")
         return check_storage(counters)["observedValue"] == "redis"
 
-    until(back_on_redis, "the limiter never went back to Redis")
+    with caplog.at_level(logging.INFO, logger="lumen_plugins.ratelimit"):
+        until(back_on_redis, "the limiter never went back to Redis")
+    assert "rate limits counted in Redis again" in caplog.messages
     keys = list(own_redis.client().scan_iter(f"{redis_prefix}:*"))
     assert len(keys) == 1
