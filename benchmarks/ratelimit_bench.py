@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import statistics
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -48,6 +49,41 @@ def load(server, path: str, seconds: int, script: str) -> dict:
     used = cpu_seconds(workers) - before
     result["worker_cpu_us_per_request"] = round(used / (result["rps"] * seconds) * 1e6, 1)
     return result
+
+
+def in_process(configs: dict[str, dict], paths: dict[str, str], repetitions=15, calls=500):
+    """Microseconds per call of the WSGI app, by target and configuration: the fastest of
+    ``repetitions`` alternating batches (no server, no load generator: the plugin's own cost)."""
+    from falcon.testing import create_environ
+
+    from lumen.app import create_app
+    from lumen.config import load_settings
+    from lumen.plugins import make_plugin_manager
+
+    apps = {}
+    for name, env in configs.items():
+        settings = load_settings({**env, "STORAGE_PATH": tempfile.mkdtemp()})
+        apps[name] = create_app(settings, make_plugin_manager(settings.enabled_plugins))
+
+    def start_response(status, headers, exc_info=None):
+        pass
+
+    best = {(target, name): float("inf") for target in paths for name in apps}
+    for _ in range(repetitions):
+        for target, path in paths.items():
+            environs = [
+                create_environ(path=path, headers={"X-Forwarded-For": f"203.0.113.{n % 254 + 1}"})
+                for n in range(calls)
+            ]
+            for name, app in apps.items():
+                started = time.perf_counter()
+                for environ in environs:
+                    b"".join(app(dict(environ), start_response))
+                elapsed = (time.perf_counter() - started) / calls * 1e6
+                best[(target, name)] = min(best[(target, name)], elapsed)
+    for app in apps.values():
+        app.lumen.shutdown()
+    return {f"{t} {n}": round(us, 1) for (t, n), us in best.items()}
 
 
 def main() -> None:
@@ -93,6 +129,9 @@ def main() -> None:
                             f"{result['worker_cpu_us_per_request']:6.1f} us CPU/request, "
                             f"non-2xx {result['non_2xx']}"
                         )
+        micro = in_process(configs, targets)
+        for key, us in micro.items():
+            print(f"in one process, {key}: {us} us per call")
     client = redis.Redis.from_url(REDIS_URL)
     for key in client.scan_iter(f"{prefix}:*", count=1000):
         client.delete(key)
@@ -131,6 +170,7 @@ def main() -> None:
             "rounds": args.rounds,
             "seconds_per_run": args.seconds,
             "summary": summary,
+            "wsgi_app_us_per_call": micro,
             "runs": {f"{t} {n}": r for (t, n), r in runs.items()},
             "caveats": "2 cores shared by wrk, three gunicorn servers, Redis, PostgreSQL and "
             "other sessions' test suites: compare ratios within this run.",

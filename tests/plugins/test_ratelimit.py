@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import threading
 
 import falcon.testing
 import pytest
@@ -448,3 +449,32 @@ def test_redis_killed_mid_test_limits_in_memory_fails_nothing_and_comes_back(
     assert "rate limits counted in Redis again" in caplog.messages
     keys = list(own_redis.client().scan_iter(f"{redis_prefix}:*"))
     assert len(keys) == 1
+
+
+def test_counting_in_memory_starts_no_thread_per_request(monkeypatch):
+    import limits.storage.memory
+
+    from lumen_plugins.ratelimit.limiter import Counters, Op
+    from lumen_plugins.ratelimit.settings import Policy, parse_limit
+
+    started = []
+
+    class CountedTimer(threading.Timer):
+        def start(self):
+            started.append(self)
+            super().start()
+
+    monkeypatch.setattr(limits.storage.memory.threading, "Timer", CountedTimer)
+    counters = Counters(None, "unused", 5.0)
+    policy = Policy("default", "RATE_LIMIT_DEFAULT", parse_limit("1000/minute"))
+    outcomes = [counters.run([Op(policy, f"addr:203.0.113.{n % 5}")])[0] for n in range(200)]
+    assert [o.remaining for o in outcomes[-5:]] == [960] * 5
+    assert len(started) <= 1  # the one MemoryStorage starts when made
+    # Expired entries are dropped in line instead, at most once a second.
+    dropped = []
+    monkeypatch.setattr(counters.memory, "EXPIRY_SECONDS", 0.0)
+    monkeypatch.setattr(counters.memory, "_next_expiry", 0.0)
+    monkeypatch.setattr(counters.memory, "_MemoryStorage__expire_events", lambda: dropped.append(1))
+    counters.run([Op(policy, "addr:203.0.113.9")] * 3)
+    assert len(dropped) == 3
+    counters.close()
