@@ -8,7 +8,7 @@ order pluggy calls their plugins in.
 OUTERMOST = 100  # metrics: its timing includes every other middleware
 SECURITY_HEADERS = 200
 CORS = 300  # answers preflights before the rate limit, the session and authentication
-RATE_LIMIT = 400
+RATE_LIMIT = 400  # before the session: for limits that need neither the route nor the caller
 SESSION = 500  # the core: the request's database session, committed or rolled back
 AUTHENTICATION = 600  # the core: the bearer token, resolved after routing
 # After authentication, in process_resource: the route and the caller are known (rate limits).

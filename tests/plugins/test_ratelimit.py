@@ -75,7 +75,9 @@ def test_a_burst_gets_429_with_retry_after_and_the_ratelimit_fields(
     assert len(keys) == 1 and redis_client.llen(keys[0]) == 3
 
 
-def test_probes_and_metrics_are_never_limited_nor_counted(make_app, redis_url, redis_prefix):
+def test_probes_and_metrics_are_never_limited_nor_counted(
+    make_app, redis_url, redis_prefix, redis_client
+):
     app = limited_app(
         make_app,
         redis_url,
@@ -95,7 +97,7 @@ def test_probes_and_metrics_are_never_limited_nor_counted(make_app, redis_url, r
     assert client.simulate_get("/livez").status_code == 200
 
 
-def test_paths_no_route_matches_are_limited_too(make_app, redis_url, redis_prefix):
+def test_paths_no_route_matches_are_limited_too(make_app, redis_url, redis_prefix, redis_client):
     app = limited_app(make_app, redis_url, redis_prefix, RATE_LIMIT_DEFAULT="1/minute")
     client = falcon.testing.TestClient(app)
     first = client.simulate_get("/no/such/path")
@@ -109,7 +111,7 @@ def test_paths_no_route_matches_are_limited_too(make_app, redis_url, redis_prefi
 
 
 def test_users_are_limited_each_on_their_own_and_anonymous_callers_by_address(
-    make_app, redis_url, redis_prefix
+    make_app, redis_url, redis_prefix, redis_client
 ):
     app = limited_app(make_app, redis_url, redis_prefix, RATE_LIMIT_DEFAULT="2/minute")
     api = Api(falcon.testing.TestClient(app))
@@ -122,7 +124,9 @@ def test_users_are_limited_each_on_their_own_and_anonymous_callers_by_address(
     assert client.simulate_get("/api/v1/photos").status_code == 200
 
 
-def test_uploads_and_registrations_have_their_own_policies(make_app, redis_url, redis_prefix):
+def test_uploads_and_registrations_have_their_own_policies(
+    make_app, redis_url, redis_prefix, redis_client
+):
     app = limited_app(
         make_app,
         redis_url,
@@ -150,7 +154,7 @@ def test_uploads_and_registrations_have_their_own_policies(make_app, redis_url, 
 
 
 def test_a_bad_token_is_refused_by_authentication_but_spends_the_address_budget(
-    make_app, redis_url, redis_prefix
+    make_app, redis_url, redis_prefix, redis_client
 ):
     app = limited_app(make_app, redis_url, redis_prefix, RATE_LIMIT_DEFAULT="3/minute")
     client = falcon.testing.TestClient(app)
@@ -162,7 +166,9 @@ def test_a_bad_token_is_refused_by_authentication_but_spends_the_address_budget(
     assert client.simulate_get("/api/v1/photos", headers=bad).status_code == 429
 
 
-def test_cors_exposes_the_fields_on_answers_and_refusals(make_app, redis_url, redis_prefix):
+def test_cors_exposes_the_fields_on_answers_and_refusals(
+    make_app, redis_url, redis_prefix, redis_client
+):
     app = limited_app(
         make_app, redis_url, redis_prefix, plugins="cors,ratelimit", RATE_LIMIT_DEFAULT="1/minute"
     )
@@ -201,7 +207,7 @@ def login(client, username, password, address):
     )
 
 
-def test_failed_logins_cost_more_than_successes(make_app, redis_url, redis_prefix):
+def test_failed_logins_cost_more_than_successes(make_app, redis_url, redis_prefix, redis_client):
     app = limited_app(
         make_app,
         redis_url,
@@ -230,7 +236,7 @@ def test_failed_logins_cost_more_than_successes(make_app, redis_url, redis_prefi
 
 
 def test_one_username_guessed_from_many_addresses_is_stopped_but_its_owner_gets_in(
-    make_app, redis_url, redis_prefix
+    make_app, redis_url, redis_prefix, redis_client
 ):
     app = limited_app(
         make_app,
@@ -377,7 +383,7 @@ def test_lumen_config_check_names_a_bad_limit(tmp_path):
 
 
 def test_refusals_are_counted_by_route_and_logged_once_per_blocked_caller(
-    make_app, redis_url, redis_prefix, caplog
+    make_app, redis_url, redis_prefix, redis_client, caplog
 ):
     app = limited_app(make_app, redis_url, redis_prefix, RATE_LIMIT_DEFAULT="1/minute")
     registry = CollectorRegistry()
