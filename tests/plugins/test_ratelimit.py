@@ -207,10 +207,13 @@ def login(client, username, password, address):
     )
 
 
-def test_failed_logins_cost_more_than_successes(make_app, redis_url, redis_prefix, redis_client):
+@pytest.mark.parametrize("storage", ["redis", "memory"])
+def test_failed_logins_cost_more_than_successes(
+    make_app, redis_url, redis_prefix, redis_client, storage
+):
     app = limited_app(
         make_app,
-        redis_url,
+        redis_url if storage == "redis" else None,
         redis_prefix,
         RATE_LIMIT_AUTH="10/minute",
         RATE_LIMIT_FAILURE_COST="5",
@@ -235,12 +238,13 @@ def test_failed_logins_cost_more_than_successes(make_app, redis_url, redis_prefi
     assert refused.status_code == 429 and policy_of(refused)[0] == "auth"
 
 
+@pytest.mark.parametrize("storage", ["redis", "memory"])
 def test_one_username_guessed_from_many_addresses_is_stopped_but_its_owner_gets_in(
-    make_app, redis_url, redis_prefix, redis_client
+    make_app, redis_url, redis_prefix, redis_client, storage
 ):
     app = limited_app(
         make_app,
-        redis_url,
+        redis_url if storage == "redis" else None,
         redis_prefix,
         TRUSTED_PROXIES="127.0.0.1/32",
         RATE_LIMIT_AUTH="100/minute",
@@ -268,6 +272,7 @@ def test_one_username_guessed_from_many_addresses_is_stopped_but_its_owner_gets_
     for i in range(5):
         assert login(client, spare, PASSWORD, f"203.0.113.{100 + i}").status_code == 201
     assert login(client, spare, "x", "203.0.113.120").status_code == 401
+    assert state_of(app.lumen).counters.in_memory == (storage == "memory")
 
 
 def test_login_usernames_are_read_from_the_body_without_taking_it_from_the_resource():
