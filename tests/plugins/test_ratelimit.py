@@ -365,15 +365,14 @@ def test_a_bad_setting_stops_start_up_with_one_line_naming_it(make_app, variable
     assert rule in message and "\n" not in message
 
 
-def test_lumen_config_check_names_a_bad_limit(tmp_path):
+@pytest.mark.parametrize("command", [("config", "check"), ("serve", "--bind", "127.0.0.1:0")])
+def test_lumen_config_check_and_serve_stop_on_a_bad_limit_with_one_line(tmp_path, command):
     from tests.conftest import run_lumen, service_env
 
     env = service_env(
-        DATABASE_URL=f"sqlite:///{tmp_path}/x.db",
-        LUMEN_PLUGINS="ratelimit",
-        RATE_LIMIT_DEFAULT="600/minutes/please",
+        DATABASE_URL=f"sqlite:///{tmp_path}/x.db", RATE_LIMIT_DEFAULT="600/minutes/please"
     )
-    result = run_lumen("config", "check", env=env, cwd=tmp_path)
+    result = run_lumen(*command, env=env, cwd=tmp_path, timeout=60)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [
