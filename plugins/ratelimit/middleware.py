@@ -168,6 +168,7 @@ class RateLimitMiddleware:
         resp.content_type = falcon.MEDIA_JSON
         resp.text = json.dumps(refusal.to_dict())
         resp.data = None
+        resp.delete_header("WWW-Authenticate")  # a refused bad token: the answer is the limit
         for name, value in refusal.headers.items():
             resp.set_header(name, value)
 

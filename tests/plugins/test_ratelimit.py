@@ -163,7 +163,9 @@ def test_a_bad_token_is_refused_by_authentication_but_spends_the_address_budget(
         401
     ] * 3
     assert client.simulate_get("/api/v1/photos").status_code == 429
-    assert client.simulate_get("/api/v1/photos", headers=bad).status_code == 429
+    refused = client.simulate_get("/api/v1/photos", headers=bad)
+    assert refused.status_code == 429 and "WWW-Authenticate" not in refused.headers
+    assert refused.json["title"] == "Too many requests" and "Retry-After" in refused.headers
 
 
 def test_cors_exposes_the_fields_on_answers_and_refusals(
