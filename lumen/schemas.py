@@ -214,6 +214,15 @@ def validate_data(schema: Schema, data) -> dict:
         raise first_error(err) from None
 
 
+def request_body(req: falcon.Request) -> bytes:
+    """The body of the request, at most 1 MB and one byte of it, read once and kept on the
+    request: a middleware may look at it before the resource reads it."""
+    raw = getattr(req.context, "raw_body", None)
+    if raw is None:
+        raw = req.context.raw_body = req.bounded_stream.read(MAX_JSON_BYTES + 1)
+    return raw
+
+
 def load_body(req: falcon.Request, schema: Schema) -> dict:
     """Read a JSON body (at most 1 MB) and validate it with ``schema``."""
     if req.content_length is not None and req.content_length > MAX_JSON_BYTES:
@@ -224,7 +233,7 @@ def load_body(req: falcon.Request, schema: Schema) -> dict:
         raise falcon.HTTPUnsupportedMediaType(
             title="Unsupported media type", description="body: must be application/json"
         )
-    raw = req.bounded_stream.read(MAX_JSON_BYTES + 1)
+    raw = request_body(req)
     if len(raw) > MAX_JSON_BYTES:
         raise falcon.HTTPContentTooLarge(
             title="Body too large", description="body: must be at most 1 MB of JSON"

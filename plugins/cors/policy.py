@@ -20,7 +20,14 @@ DEVELOPMENT_ORIGINS = tuple(
 )
 ALLOWED_METHODS = ("GET", "POST", "PATCH", "DELETE", "OPTIONS")
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "If-None-Match", "X-Requested-With")
-EXPOSED_HEADERS = ("Content-Length", "X-Total-Count")
+# RateLimit, RateLimit-Policy and Retry-After: the ratelimit plugin's answers, readable by pages.
+EXPOSED_HEADERS = (
+    "Content-Length",
+    "X-Total-Count",
+    "RateLimit",
+    "RateLimit-Policy",
+    "Retry-After",
+)
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"

@@ -20,6 +20,16 @@ from lumen_plugins import cors
 from lumen_plugins.cors.middleware import REASONS, CorsMiddleware, Rejections, add_vary
 from lumen_plugins.cors.policy import CorsPolicy, CorsSettings, build_policy
 
+# The ratelimit plugin's fields are exposed too, so pages can read a 429's Retry-After.
+EXPOSED_HEADERS = (
+    "Content-Length",
+    "X-Total-Count",
+    "RateLimit",
+    "RateLimit-Policy",
+    "Retry-After",
+)
+EXPOSED = ", ".join(EXPOSED_HEADERS)
+
 pytestmark = pytest.mark.security
 
 APP = "https://app.example.com"
@@ -161,12 +171,12 @@ def test_plugin_settings_have_safe_defaults():
     assert loaded.max_age == 600
     assert loaded.allow_credentials is False
     assert loaded.origin_regex is None
-    assert loaded.expose_headers == ("Content-Length", "X-Total-Count")
+    assert loaded.expose_headers == EXPOSED_HEADERS
 
 
 def test_expose_headers_extend_the_defaults_without_repeating_them():
     loaded = policy(CORS_EXPOSE_HEADERS="x-total-count, Link, ETag")
-    assert loaded.expose_headers == ("Content-Length", "X-Total-Count", "Link", "ETag")
+    assert loaded.expose_headers == (*EXPOSED_HEADERS, "Link", "ETag")
 
 
 def test_development_defaults_allow_the_usual_local_dev_servers():
@@ -282,7 +292,7 @@ def test_an_allowed_origin_is_echoed_exactly_with_vary(site):
     assert result.status_code == 200
     assert result.headers["Access-Control-Allow-Origin"] == APP
     assert "Origin" in vary(result)
-    assert result.headers["Access-Control-Expose-Headers"] == "Content-Length, X-Total-Count"
+    assert result.headers["Access-Control-Expose-Headers"] == EXPOSED
     assert "Access-Control-Allow-Credentials" not in result.headers
     other = site.get(origin="http://localhost:3000")
     assert other.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
@@ -461,7 +471,7 @@ def test_error_responses_to_allowed_origins_keep_cors_headers(site, method, path
     result = site.client.simulate_request(method, path, headers={"Origin": APP})
     assert result.status_code == status
     assert result.headers["Access-Control-Allow-Origin"] == APP
-    assert result.headers["Access-Control-Expose-Headers"] == "Content-Length, X-Total-Count"
+    assert result.headers["Access-Control-Expose-Headers"] == EXPOSED
     assert "Origin" in vary(result)
     assert "title" in result.json
 

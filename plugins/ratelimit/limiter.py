@@ -1,0 +1,211 @@
+"""Moving-window counters on Redis (shared by every worker and host), in memory when Redis is
+not configured or does not answer.
+
+The counters are those of the ``limits`` package (its moving window: a list of timestamps per
+key, kept by its Lua scripts on Redis, by its MemoryStorage in memory). A request's operations
+(charge and read back, or read only) go to Redis in one pipeline: one round trip, however many
+limits the request meets. A Redis error never fails a request: the counting goes on in memory
+for RATE_LIMIT_REDIS_RETRY_S seconds, then Redis is tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+from limits.storage import MemoryStorage, RedisStorage
+
+from lumen_plugins.ratelimit.settings import Policy
+
+log = logging.getLogger(__name__)
+
+
+class LocalStorage(MemoryStorage):
+    """limits' MemoryStorage, its expired entries dropped in line at most once a second,
+    rather than by a timer thread it starts anew every 10 ms under traffic (a thread start
+    per few requests: a tenth of a photo read)."""
+
+    EXPIRY_SECONDS = 1.0
+    _next_expiry = 0.0
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # replaces the private timer hook
+        now = time.monotonic()
+        if now >= self._next_expiry:
+            self._next_expiry = now + self.EXPIRY_SECONDS
+            self._MemoryStorage__expire_events()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one limit said about one request."""
+
+    policy: Policy
+    allowed: bool
+    remaining: int
+    reset: int  # seconds until the oldest counted request leaves the window (0: none counted)
+
+    @property
+    def field(self) -> str:
+        """This outcome as an item of the RateLimit field."""
+        return f'"{self.policy.name}";r={self.remaining};t={self.reset}'
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation on a counter: charge ``cost`` (0: only read), and read back unless
+    ``read`` is False."""
+
+    policy: Policy
+    who: str
+    cost: int = 1
+    read: bool = True
+
+    @property
+    def key(self) -> str:
+        return self.policy.item.key_for(self.policy.name, self.who)
+
+
+def _outcome(op: Op, acquired: bool, window: tuple[float, int] | None, now: float) -> Outcome:
+    oldest, count = window if window else (now, 0)
+    remaining = max(0, op.policy.quota - count)
+    # Redis hands timestamps back with 14 significant digits: never more than the window.
+    reset = min(op.policy.window, max(0, math.ceil(oldest + op.policy.window - now - 0.001)))
+    reset = reset if count else 0
+    return Outcome(op.policy, acquired, remaining, reset)
+
+
+class Counters:
+    """The counters of one app: Redis when it answers, memory otherwise."""
+
+    def __init__(self, client: redis.Redis | None, key_prefix: str, retry_seconds: float):
+        self.client = client
+        self.memory = LocalStorage()
+        self.retry_seconds = retry_seconds
+        self.errors = 0
+        self._lock = threading.Lock()
+        self._memory_until = 0.0  # monotonic: before it, count in memory without asking Redis
+        self._degraded = False  # counted in memory since the last Redis error
+        self.redis_storage = None
+        if client is not None:
+            # The core's client (short timeouts, no retries); limits supplies the scripts and
+            # the key layout.
+            self.redis_storage = RedisStorage(
+                "redis://", connection_pool=client.connection_pool, key_prefix=key_prefix
+            )
+        self.metric_errors = None  # prometheus Counter, set by lumen_metrics
+
+    # --- which storage ----------------------------------------------------------------------
+
+    @property
+    def in_memory(self) -> bool:
+        return self.client is None or time.monotonic() < self._memory_until
+
+    def _redis_failed(self, exc: Exception) -> None:
+        self._degraded = True
+        with self._lock:
+            first = time.monotonic() >= self._memory_until
+            self._memory_until = time.monotonic() + self.retry_seconds
+            self.errors += 1
+        if self.metric_errors is not None:
+            self.metric_errors.inc()
+        if first:
+            log.warning(
+                "rate limits counted in memory: Redis does not answer",
+                extra={"error": type(exc).__name__, "retry_in_s": self.retry_seconds},
+            )
+
+    # --- operations ---------------------------------------------------------------------------
+
+    def run(self, ops: list[Op]) -> list[Outcome | None]:
+        """Apply ``ops`` in order; the outcome of each op that reads back (else None)."""
+        if not ops:
+            return []
+        if not self.in_memory:
+            try:
+                outcomes = self._run_redis(ops)
+            except redis.RedisError as exc:
+                self._redis_failed(exc)
+            else:
+                if self._degraded:
+                    self._degraded = False
+                    log.info("rate limits counted in Redis again")
+                return outcomes
+        return self._run_memory(ops)
+
+    def _run_memory(self, ops: list[Op]) -> list[Outcome | None]:
+        results: list[Outcome | None] = []
+        for op in ops:
+            item = op.policy.item
+            acquired = True
+            if op.cost:
+                acquired = self.memory.acquire_entry(
+                    op.key, item.amount, item.get_expiry(), amount=op.cost
+                )
+            if not op.read:
+                results.append(None)
+                continue
+            now = time.time()
+            window = self.memory.get_moving_window(op.key, item.amount, item.get_expiry())
+            results.append(_outcome(op, acquired, window, now))
+        return results
+
+    def _run_redis(self, ops: list[Op]) -> list[Outcome | None]:
+        storage = self.redis_storage
+        acquire, window = storage.lua_acquire_moving_window, storage.lua_moving_window
+        now = time.time()
+        try:
+            replies = self._pipeline(ops, now, acquire.sha, window.sha)
+        except redis.exceptions.NoScriptError:
+            # A restarted or flushed Redis forgot the scripts: load them, try once more.
+            for script in (acquire, window):
+                self.client.script_load(script.script)
+            replies = self._pipeline(ops, now, acquire.sha, window.sha)
+        results: list[Outcome | None] = []
+        replies = iter(replies)
+        for op in ops:
+            acquired = bool(next(replies)) if op.cost else True
+            if not op.read:
+                results.append(None)
+                continue
+            reply = next(replies)
+            found = (float(reply[0]), int(reply[1])) if reply else None
+            results.append(_outcome(op, acquired, found, now))
+        return results
+
+    def _pipeline(self, ops: list[Op], now: float, acquire_sha: str, window_sha: str) -> list:
+        prefixed = self.redis_storage.prefixed_key
+        pipe = self.client.pipeline(transaction=False)
+        for op in ops:
+            key, item = prefixed(op.key), op.policy.item
+            if op.cost:
+                pipe.evalsha(acquire_sha, 1, key, now, item.amount, item.get_expiry(), op.cost)
+            if op.read:
+                pipe.evalsha(window_sha, 1, key, now - item.get_expiry(), item.amount)
+        return pipe.execute()
+
+    # --- marks: "this address logged in to this account" ------------------------------------
+
+    def mark(self, key: str, seconds: int) -> None:
+        if not self.in_memory:
+            try:
+                self.client.set(self.redis_storage.prefixed_key(key), 1, ex=seconds)
+                return
+            except redis.RedisError as exc:
+                self._redis_failed(exc)
+        self.memory.clear(key)
+        self.memory.incr(key, seconds)
+
+    def marked(self, key: str) -> bool:
+        if not self.in_memory:
+            try:
+                return bool(self.client.exists(self.redis_storage.prefixed_key(key)))
+            except redis.RedisError as exc:
+                self._redis_failed(exc)
+        return self.memory.get(key) > 0
+
+    def close(self) -> None:
+        self.memory.timer.cancel()
