@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import threading
 
 import falcon.testing
@@ -17,20 +16,10 @@ from lumen import migrate
 from lumen.app import create_app
 from lumen.config import load_settings
 from lumen.plugins import make_plugin_manager
+from tests.browser import TIMEOUT_MS, chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.security]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 20_000
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>cors</title><link rel="icon" href="data:,"></head>
@@ -152,10 +141,6 @@ def _visit(context, url: str) -> dict:
 def test_a_real_browser_reads_allowed_origins_and_blocks_the_rest(
     tmp_path, page_server, gunicorn_server
 ):
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     allowed_origin, blocked_origin = page_server(), page_server()
     environ = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'lumen.db'}",
@@ -171,19 +156,9 @@ def test_a_real_browser_reads_allowed_origins_and_blocks_the_rest(
     server = gunicorn_server(environ, workers=1)
     (page_server.folder / "index.html").write_text(PAGE % {"api": server.url})
 
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            user_data_dir=str(tmp_path / "chromium-profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            timeout=TIMEOUT_MS,
-        )
-        try:
-            seen = _visit(context, f"{allowed_origin}/index.html")
-            refused = _visit(context, f"{blocked_origin}/index.html#blocked")
-        finally:
-            context.close()
+    with chromium(tmp_path / "chromium-profile") as context:
+        seen = _visit(context, f"{allowed_origin}/index.html")
+        refused = _visit(context, f"{blocked_origin}/index.html#blocked")
 
     assert "error" not in seen, seen
     assert seen["list"]["status"] == 200

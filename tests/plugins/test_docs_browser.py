@@ -5,7 +5,6 @@ list, and sees their answers; no request leaves the server. A screenshot is kept
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,8 +15,8 @@ from lumen import migrate
 from lumen.app import create_app
 from lumen.config import load_settings
 from lumen.plugins import make_plugin_manager
+from tests.browser import TIMEOUT_MS, chromium
 from tests.conftest import Api
-from tests.plugins.test_cors_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -58,10 +57,6 @@ def _try_it_out(page, operation_id: str, fill: dict[str, str]) -> str:
 
 
 def test_the_explorer_authorises_and_tries_operations_in_a_real_browser(tmp_path, gunicorn_server):
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     environ = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'lumen.db'}",
         "STORAGE_PATH": str(tmp_path / "storage"),
@@ -76,35 +71,26 @@ def test_the_explorer_authorises_and_tries_operations_in_a_real_browser(tmp_path
     sent_authorization: list[str] = []
     ARTIFACTS.mkdir(exist_ok=True)
 
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            user_data_dir=str(tmp_path / "chromium-profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            timeout=TIMEOUT_MS,
-            viewport={"width": 1280, "height": 2000},
-        )
-        try:
-            page = context.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
+    with chromium(
+        tmp_path / "chromium-profile", viewport={"width": 1280, "height": 2000}
+    ) as context:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
 
-            def seen(request):
-                requested.append(request.url)
-                if "/api/v1/photos" in request.url:
-                    sent_authorization.append(request.headers.get("authorization", ""))
+        def seen(request):
+            requested.append(request.url)
+            if "/api/v1/photos" in request.url:
+                sent_authorization.append(request.headers.get("authorization", ""))
 
-            page.on("request", seen)
-            page.goto(f"{server.url}/docs")
-            page.get_by_role("button", name="Authorize").first.click()
-            page.locator(".modal-ux input[type=text]").fill(token)
-            page.locator(".modal-ux").get_by_role("button", name="Authorize").click()
-            page.locator(".modal-ux").get_by_role("button", name="Close").click()
-            cities = _try_it_out(page, "operations-default-get_api_v1_locations", {"q": "berl"})
-            photos = _try_it_out(page, "operations-default-get_api_v1_photos", {})
-            page.screenshot(path=str(ARTIFACTS / "docs.png"), full_page=True)
-        finally:
-            context.close()
+        page.on("request", seen)
+        page.goto(f"{server.url}/docs")
+        page.get_by_role("button", name="Authorize").first.click()
+        page.locator(".modal-ux input[type=text]").fill(token)
+        page.locator(".modal-ux").get_by_role("button", name="Authorize").click()
+        page.locator(".modal-ux").get_by_role("button", name="Close").click()
+        cities = _try_it_out(page, "operations-default-get_api_v1_locations", {"q": "berl"})
+        photos = _try_it_out(page, "operations-default-get_api_v1_photos", {})
+        page.screenshot(path=str(ARTIFACTS / "docs.png"), full_page=True)
 
     assert '"name": "Berlin"' in cities, cities
     assert "seen through the explorer" in photos, photos
