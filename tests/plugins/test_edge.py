@@ -143,12 +143,19 @@ def test_the_preferred_accepted_coding_is_chosen():
 
 
 @pytest.mark.parametrize(
-    ("variable", "value"), [("COMPRESSION_MIN_BYTES", "-1"), ("COMPRESSION_GZIP_LEVEL", "10")]
+    ("variable", "value", "rule"),
+    [
+        ("COMPRESSION_MIN_BYTES", "-1", "must be greater than or equal to 0"),
+        ("COMPRESSION_GZIP_LEVEL", "10", "must be greater than or equal to 1 and less than"),
+        ("PUBLIC_CACHE_MAX_AGE", "soon", "not a valid integer"),
+        ("HSTS_MAX_AGE", "-5", "must be greater than or equal to 0"),
+        ("DOCS_ENABLED", "perhaps", "not a valid boolean"),
+    ],
 )
-def test_a_bad_compression_setting_stops_start_up(make_app, variable, value):
+def test_a_bad_edge_setting_stops_start_up_with_one_line(make_app, variable, value, rule):
     with pytest.raises(ConfigError) as caught:
-        make_app(LUMEN_PLUGINS="compression", **{variable: value})
-    assert str(caught.value).startswith(f"invalid setting {variable}={value!r}:")
+        make_app(LUMEN_PLUGINS="compression,security_headers,docs", **{variable: value})
+    assert str(caught.value).startswith(f"invalid setting {variable}={value!r}: {rule}")
 
 
 # --- conditional GET ---------------------------------------------------------------------------
