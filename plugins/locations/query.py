@@ -30,7 +30,8 @@ Q_CHARACTERS_RULE = (
 )
 Q_SEARCHABLE_RULE = "must hold at least one letter or digit besides accents and punctuation"
 _PUNCTUATION = frozenset(" ,-'’.")
-_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)", re.ASCII)
+# A JSON number (the OpenAPI type of lat and lon), exponent included: never inf or nan.
+_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
 @dataclass(frozen=True)

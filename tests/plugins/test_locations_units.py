@@ -118,6 +118,9 @@ def test_search_query_country_and_limit():
         ({"lat": "52.52", "lon": "13.40"}, (52.52, 13.40)),
         ({"lat": "-90", "lon": "180"}, (-90.0, 180.0)),
         ({"lat": "+.5", "lon": "-0."}, (0.5, 0.0)),
+        # What JavaScript's String() writes for small numbers: 1e-7, not 0.0000001.
+        ({"lat": "1e1", "lon": "-2.96e-29"}, (10.0, -2.96e-29)),
+        ({"lat": "4.5E+1", "lon": "1e-7"}, (45.0, 1e-07)),
     ],
 )
 def test_point_accepts(params, expected):
@@ -131,7 +134,8 @@ def test_point_accepts(params, expected):
         ({"lat": "91", "lon": "0"}, "lat: must be a number from -90 to 90"),
         ({"lat": "0", "lon": "181"}, "lon: must be a number from -180 to 180"),
         ({"lat": "nan", "lon": "0"}, "lat: must be a number from -90 to 90"),
-        ({"lat": "1e1", "lon": "0"}, "lat: must be a number from -90 to 90"),
+        ({"lat": "1e400", "lon": "0"}, "lat: must be a number from -90 to 90"),
+        ({"lat": "1e", "lon": "0"}, "lat: must be a number from -90 to 90"),
         ({"lat": "1_0", "lon": "0"}, "lat: must be a number from -90 to 90"),
         ({"lat": "0", "lon": "-inf"}, "lon: must be a number from -180 to 180"),
     ],
