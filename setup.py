@@ -22,6 +22,7 @@ TEST_REQUIRES = [
     "ruff>=0.5",
     "wheel",  # builds the third-party plugin package in the plugin test
     "openapi-spec-validator>=0.7",
+    "schemathesis>=4.0",  # property-based requests against /openapi.json
 ]
 
 LOAD_REQUIRES = ["locust>=2.20"]
