@@ -80,7 +80,10 @@ class StrictSchema(Schema):
 
 class UserCreateSchema(StrictSchema):
     username = fields.String(
-        required=True, validate=validate.Regexp(r"^[a-z0-9_.-]{3,32}\Z", error=USERNAME_RULE)
+        required=True,
+        # Also the pattern /openapi.json shows, so it must read the same as an ECMA-262 regex:
+        # (?!\n)$ is where Python's \Z would be (a bare $ would accept a trailing newline).
+        validate=validate.Regexp(r"^[a-z0-9_.-]{3,32}(?!\n)$", error=USERNAME_RULE),
     )
     password = fields.String(
         required=True,
