@@ -37,7 +37,7 @@ def test_core_up_and_down(tmp_path):
     while migrate.current(lumen):
         steps.append(migrate.current(lumen))
         migrate.downgrade(lumen, "core@-1")
-    assert steps == [{"core_0003"}, {"core_0002"}, {"core_0001"}]
+    assert steps == [{"core_0004"}, {"core_0003"}, {"core_0002"}, {"core_0001"}]
     assert "photos" not in inspect(lumen.engine).get_table_names()
     lumen.engine.dispose()
 
@@ -50,7 +50,7 @@ def test_enabling_a_plugin_adds_its_branch(tmp_path):
     with_plugins = make_lumen(url, "locations")
     migrate.upgrade(with_plugins)
     heads = migrate.current(with_plugins)
-    assert "core_0003" in heads and len(heads) == 2
+    assert "core_0004" in heads and len(heads) == 2
     after = set(inspect(create_engine(url)).get_table_names())
     assert after > before  # the locations plugin's tables
     core_only.engine.dispose()
@@ -135,11 +135,11 @@ def test_lumen_db_downgrade_steps_a_plugin_branch_back_and_upgrade_restores_it(
 
     up = run_lumen("db", "upgrade", env=env, cwd=tmp_path)
     assert up.returncode == 0, up.stderr
-    assert up.stdout.strip() == "database at: core_0003, locations_0001"
+    assert up.stdout.strip() == "database at: core_0004, locations_0001"
 
     down = run_lumen("db", "downgrade", "locations@-1", env=env, cwd=tmp_path)
     assert down.returncode == 0, down.stderr
-    assert down.stdout.strip() == "database at: core_0003"
+    assert down.stdout.strip() == "database at: core_0004"
     engine = create_engine(load_settings({"DATABASE_URL": url}).database_url)
     try:
         tables = set(inspect(engine).get_table_names())
@@ -147,11 +147,11 @@ def test_lumen_db_downgrade_steps_a_plugin_branch_back_and_upgrade_restores_it(
         assert {"users", "tokens", "photos"} <= tables
 
         current = run_lumen("db", "current", env=env, cwd=tmp_path)
-        assert current.stdout.strip() == "core_0003"
+        assert current.stdout.strip() == "core_0004"
 
         again = run_lumen("db", "upgrade", env=env, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.strip() == "database at: core_0003, locations_0001"
+        assert again.stdout.strip() == "database at: core_0004, locations_0001"
         assert schema_drift(engine, all_metadata()) == []
     finally:
         engine.dispose()
