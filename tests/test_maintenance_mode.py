@@ -1,0 +1,135 @@
+"""Maintenance mode: every worker refuses writes with 503 within a second of `lumen maintenance
+on`, keeps serving reads, says so on /health, and serves writes again after `off`."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import run_lumen, service_env
+
+MESSAGE = "Upgrading the database; back in ten minutes."
+DEADLINE_S = 1.0
+BATCH = 16  # requests on fresh connections: both workers answer some of them
+
+
+class Client:
+    def __init__(self, port: int):
+        self.port = port
+
+    def request(self, method: str, path: str, body=None, headers=None):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            headers = {**(headers or {}), "Content-Type": "application/json"}
+            connection.request(method, path, body=payload, headers=headers)
+            answer = connection.getresponse()
+            data = answer.read()
+            return answer.status, answer.headers, json.loads(data) if data else None
+        finally:
+            connection.close()
+
+
+def new_user(client: Client) -> dict:
+    name = f"mm_{uuid.uuid4().hex[:10]}"
+    status, _, user = client.request(
+        "POST", "/api/v1/users", {"username": name, "password": "correct horse"}
+    )
+    assert status == 201, user
+    status, _, token = client.request(
+        "POST", "/api/v1/tokens", {"username": name, "password": "correct horse"}
+    )
+    assert status == 201, token
+    return {**user, "headers": {"Authorization": f"Bearer {token['token']}"}}
+
+
+def batch(client: Client, user: dict) -> tuple[list, list]:
+    """(write answers, read answers): edits and sign-ups, profile reads and the photo list."""
+    writes, reads = [], []
+    for n in range(BATCH):
+        if n % 2:
+            writes.append(
+                client.request(
+                    "PATCH",
+                    f"/api/v1/users/{user['id']}",
+                    {"display_name": f"edit {n}"},
+                    user["headers"],
+                )
+            )
+        else:
+            name = f"mm_{uuid.uuid4().hex[:10]}"
+            body = {"username": name, "password": "correct horse"}
+            writes.append(client.request("POST", "/api/v1/users", body))
+        path = f"/api/v1/users/{user['id']}" if n % 2 else "/api/v1/photos"
+        reads.append(client.request("GET", path, headers=user["headers"]))
+    return writes, reads
+
+
+def poll(client: Client, user: dict, settled, started: float) -> tuple[list, list]:
+    """Batches until ``settled(writes, reads)``; a batch started past the deadline that is not
+    settled fails the test."""
+    while True:
+        begun = time.monotonic()
+        writes, reads = batch(client, user)
+        if settled(writes, reads):
+            return writes, reads
+        assert begun - started < DEADLINE_S, (
+            f"not settled {DEADLINE_S}s after the switch: {[w[0] for w in writes]}"
+        )
+
+
+def refused(writes, reads) -> bool:
+    return all(w[0] == 503 for w in writes) and all(r[0] == 200 for r in reads)
+
+
+def served(writes, reads) -> bool:
+    return all(w[0] in (200, 201) for w in writes) and all(r[0] == 200 for r in reads)
+
+
+@pytest.mark.slow
+def test_maintenance_mode_reaches_every_worker_within_a_second(
+    gunicorn_server, environ, clean_db, tmp_path
+):
+    env = {**environ, "LUMEN_PLUGINS": "health", "HEALTH_CHECK_INTERVAL": "0"}
+    server = gunicorn_server(env, workers=2)
+    client = Client(server.port)
+    user = new_user(client)
+    cli_env = service_env(**env)
+
+    status = run_lumen("maintenance", "status", env=cli_env, cwd=tmp_path)
+    assert (status.returncode, status.stdout.strip()) == (0, "maintenance mode off")
+    assert served(*batch(client, user))
+
+    on = run_lumen(
+        "maintenance", "on", "--message", MESSAGE, "--retry-after", "30", env=cli_env, cwd=tmp_path
+    )
+    switched = time.monotonic()
+    assert on.returncode == 0, on.stderr
+    writes, reads = poll(client, user, refused, switched)
+    # Settled for good: another batch, over both workers again, is refused just the same.
+    assert refused(*batch(client, user))
+    for _, headers, body in writes:
+        assert body == {"title": "Maintenance", "description": MESSAGE}
+        assert headers["Retry-After"] == "30"
+        assert headers["Content-Type"].startswith("application/json")
+    assert reads[1][2]["id"] == user["id"]
+
+    status_code, _, health = client.request("GET", "/health")
+    assert status_code == 200
+    (check,) = health["checks"]["maintenance:mode"]
+    assert check["status"] == "warn" and check["observedValue"] is True
+    assert MESSAGE in check["output"] and "maintenance:mode" in health["output"]
+    status = run_lumen("maintenance", "status", env=cli_env, cwd=tmp_path)
+    assert status.returncode == 1 and MESSAGE in status.stdout
+
+    off = run_lumen("maintenance", "off", env=cli_env, cwd=tmp_path)
+    switched = time.monotonic()
+    assert (off.returncode, off.stdout.strip()) == (0, "maintenance mode off"), off.stderr
+    poll(client, user, served, switched)
+    assert served(*batch(client, user))
+    _, _, health = client.request("GET", "/health")
+    assert health["checks"]["maintenance:mode"][0]["status"] == "pass"
