@@ -3,12 +3,14 @@ tables, all brought to their heads together."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 
 HERE = os.path.dirname(__file__)
 
@@ -23,8 +25,28 @@ def alembic_config(lumen, connection) -> Config:
     return config
 
 
+@contextlib.contextmanager
+def _transaction(lumen) -> Iterator[Connection]:
+    """One transaction around every step, DDL included. SQLite's driver would run each DDL
+    statement outside any transaction (committed at once): it is told to leave transaction
+    control to us, and the transaction is begun explicitly."""
+    with lumen.engine.connect() as connection:
+        if connection.dialect.name != "sqlite":
+            with connection.begin():
+                yield connection
+            return
+        driver = connection.connection.driver_connection
+        previous, driver.isolation_level = driver.isolation_level, None
+        try:
+            with connection.begin():
+                connection.exec_driver_sql("BEGIN")
+                yield connection
+        finally:
+            driver.isolation_level = previous
+
+
 def upgrade(lumen, revision: str = "heads") -> None:
-    with lumen.engine.begin() as connection:
+    with _transaction(lumen) as connection:
         command.upgrade(alembic_config(lumen, connection), revision)
 
 
@@ -35,7 +57,7 @@ class DataLossRefused(Exception):
 def downgrade(lumen, revision: str, allow_data_loss: bool = False) -> None:
     """Step the schema back to ``revision``. Every step runs in one transaction: a step that
     refuses (see :func:`refuse_data_loss`) leaves the schema where it was."""
-    with lumen.engine.begin() as connection:
+    with _transaction(lumen) as connection:
         config = alembic_config(lumen, connection)
         config.attributes["allow_data_loss"] = allow_data_loss
         command.downgrade(config, revision)
