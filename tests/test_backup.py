@@ -179,10 +179,9 @@ def test_a_backup_taken_under_writes_restores_every_photo_whole(
     assert again.returncode == 1 and "not empty" in again.stderr
 
 
-def test_verify_finds_a_damaged_snapshot(make_app, api, environ, tmp_path):
+def test_verify_finds_a_damaged_snapshot(app, api, environ, tmp_path):
     from lumen import backup
 
-    app = make_app()
     owner = api.user()
     api.upload(owner)
     made = backup.create(app.lumen, tmp_path / "backups", progress=False)
@@ -200,12 +199,11 @@ def test_verify_finds_a_damaged_snapshot(make_app, api, environ, tmp_path):
     assert checked.returncode == 1 and f"file {sha} is corrupt" in checked.stdout
 
 
-def test_restore_refuses_a_snapshot_of_the_other_database_kind(make_app, api, tmp_path, backend):
+def test_restore_refuses_a_snapshot_of_the_other_database_kind(app, api, tmp_path, backend):
     from lumen import backup
     from lumen.app import Lumen
     from lumen.plugins import make_plugin_manager
 
-    app = make_app()
     api.upload(api.user())
     made = backup.create(app.lumen, tmp_path / "backups", progress=False)
     other = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -220,11 +218,10 @@ def test_restore_refuses_a_snapshot_of_the_other_database_kind(make_app, api, tm
         lumen.engine.dispose()
 
 
-def test_a_deletion_during_a_backup_waits_for_its_end(make_app, api, client, tmp_path):
+def test_a_deletion_during_a_backup_waits_for_its_end(app, api, client, tmp_path):
     """While a backup holds deletions, a deleted photo's files stay; they go once it ends."""
     from lumen.photos import remove_unreferenced
 
-    app = make_app()
     owner = api.user()
     photo = api.upload(owner)
     storage = app.lumen.storage
@@ -242,8 +239,7 @@ def test_a_deletion_during_a_backup_waits_for_its_end(make_app, api, client, tmp
     assert not any(storage.exists(sha) for sha in shas) and not storage.deferred()
 
 
-def test_storage_check_verify_finds_a_corrupt_and_a_missing_file(make_app, api, environ, tmp_path):
-    app = make_app()
+def test_storage_check_verify_finds_a_corrupt_and_a_missing_file(app, api, environ, tmp_path):
     owner = api.user()
     corrupt, missing, intact = api.upload(owner), api.upload(owner), api.upload(owner)
     storage = app.lumen.storage
@@ -266,14 +262,13 @@ def test_storage_check_verify_finds_a_corrupt_and_a_missing_file(make_app, api, 
     assert intact["id"] not in checked.stdout
 
 
-def test_maintenance_option_refuses_writes_during_the_backup(make_app, api, client, tmp_path):
+def test_maintenance_option_refuses_writes_during_the_backup(app, api, client, tmp_path):
     """`--maintenance` switches the flag on for the backup's duration, and off after."""
     from click.testing import CliRunner
 
     from lumen import backup, maintenance_mode
     from lumen.cli import Context, cli
 
-    app = make_app()
     api.upload(api.user())
     seen = []
     original = backup._copy_files
@@ -295,10 +290,9 @@ def test_maintenance_option_refuses_writes_during_the_backup(make_app, api, clie
     assert maintenance_mode.current(app.lumen.engine) is None
 
 
-def test_the_database_snapshot_carries_no_maintenance_flag(make_app, backend, tmp_path):
+def test_the_database_snapshot_carries_no_maintenance_flag(app, backend, tmp_path):
     from lumen import backup, maintenance_mode
 
-    app = make_app()
     maintenance_mode.switch_on(app.lumen.engine, "on during the dump")
     made = backup.create(app.lumen, tmp_path / "b", progress=False)
     maintenance_mode.switch_off(app.lumen.engine)
@@ -323,13 +317,12 @@ def test_the_database_snapshot_carries_no_maintenance_flag(make_app, backend, tm
 
 
 def test_a_photo_deleted_between_the_snapshot_and_the_copy_is_backed_up_whole(
-    make_app, api, client, tmp_path, monkeypatch
+    app, api, client, tmp_path, monkeypatch
 ):
     """The race the design closes: the snapshot has the photo, the service deletes it before
     its files are copied; the files stay until the copy is done, then go."""
     from lumen import backup
 
-    app = make_app()
     owner = api.user()
     photo = api.upload(owner)
     original = backup._copy_files
