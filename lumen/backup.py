@@ -275,19 +275,8 @@ def restore(
 ) -> StorageReport:
     """Restore a snapshot into the configured database and storage, which must be empty
     unless ``force``; ends with the storage check (files re-hashed) of what was restored.
-    With ``maintenance_message``, writes are refused from the start (when the database has
-    the flag's table) to the end, the restored database included."""
-    tables = inspect(lumen.engine).get_table_names()
-    if maintenance_message is None or "maintenance" not in tables:
-        return _restore(lumen, source, force, progress, maintenance_message)
-    maintenance_mode.switch_on(lumen.engine, maintenance_message)
-    try:
-        return _restore(lumen, source, force, progress, maintenance_message)
-    finally:
-        maintenance_mode.switch_off(lumen.engine)
-
-
-def _restore(lumen, source, force, progress, maintenance_message) -> StorageReport:
+    With ``maintenance_message``, writes are refused while it runs: from the start when the
+    database has the flag's table, and in the restored database until the end."""
     snapshot, problems = verify(source, progress)
     if problems:
         raise BackupError(f"{snapshot}: {problems[0]} (and {len(problems) - 1} more problems)")
@@ -309,23 +298,31 @@ def _restore(lumen, source, force, progress, maintenance_message) -> StorageRepo
             f"the storage folder {lumen.storage.root} is not empty: restore into an empty one, "
             "or pass --force to add the snapshot's files to it"
         )
-    database = snapshot / manifest["database"]["file"]
-    if dialect == "postgresql":
-        _pg_restore(lumen, database, replace=bool(tables))
-    else:
-        _sqlite_restore(lumen, database)
-    heads = migrate.current(lumen)
-    if heads != set(manifest["database"]["revisions"]):
-        raise BackupError(f"restored database is at {sorted(heads)}, the manifest says otherwise")
-    if maintenance_message is not None and "maintenance" in inspect(lumen.engine).get_table_names():
-        maintenance_mode.switch_on(lumen.engine, maintenance_message)
-        try:
-            _restore_files(lumen.storage, snapshot, manifest["files"], progress)
-            return check_storage(lumen, verify=True, progress=progress)
-        finally:
+
+    def refuse_writes() -> None:
+        if maintenance_message is not None and _has_flag(lumen):
+            maintenance_mode.switch_on(lumen.engine, maintenance_message)
+
+    refuse_writes()
+    try:
+        database = snapshot / manifest["database"]["file"]
+        if dialect == "postgresql":
+            _pg_restore(lumen, database, replace=bool(tables))
+        else:
+            _sqlite_restore(lumen, database)
+        refuse_writes()  # the restored database holds no flag
+        heads = migrate.current(lumen)
+        if heads != set(manifest["database"]["revisions"]):
+            raise BackupError(f"the restored database is at {sorted(heads)}, not the snapshot's")
+        _restore_files(lumen.storage, snapshot, manifest["files"], progress)
+        return check_storage(lumen, verify=True, progress=progress)
+    finally:
+        if maintenance_message is not None and _has_flag(lumen):
             maintenance_mode.switch_off(lumen.engine)
-    _restore_files(lumen.storage, snapshot, manifest["files"], progress)
-    return check_storage(lumen, verify=True, progress=progress)
+
+
+def _has_flag(lumen) -> bool:
+    return "maintenance" in inspect(lumen.engine).get_table_names()
 
 
 def _pg_restore(lumen, dump: Path, replace: bool) -> None:

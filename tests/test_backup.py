@@ -338,3 +338,115 @@ def test_a_photo_deleted_between_the_snapshot_and_the_copy_is_backed_up_whole(
     assert backup.verify(made.path, progress=False)[1] == []
     storage = app.lumen.storage
     assert not any(storage.files()) and not storage.deferred()  # removed after the copy
+
+
+def test_a_backup_fails_whole_on_a_missing_or_corrupt_storage_file(app, api, tmp_path):
+    from lumen import backup
+
+    owner = api.user()
+    first, second = api.upload(owner), api.upload(owner)
+    with app.lumen.Session() as session:
+        shas = [session.get(Photo, uuid.UUID(p["id"])).sha256 for p in (first, second)]
+    storage = app.lumen.storage
+    dest = tmp_path / "b"
+    storage.path_for(shas[0]).unlink()
+    with pytest.raises(backup.BackupError, match="1 files the database refers to are missing"):
+        backup.create(app.lumen, dest, progress=False)
+    storage.path_for(shas[1]).write_bytes(b"rot")
+    with pytest.raises(backup.BackupError, match=f"file {shas[1]} is corrupt in the storage"):
+        backup.create(app.lumen, dest, progress=False)
+    assert list(dest.iterdir()) == []  # no partial snapshot left behind
+    with pytest.raises(backup.BackupError, match="no snapshot here"):
+        backup.verify(dest)
+
+
+def test_restore_with_force_and_maintenance(app, api, restore_target, tmp_path, monkeypatch):
+    """A second restore over the first is refused, then done with force; with a maintenance
+    message the flag is on while files are copied, and off at the end."""
+    from lumen import backup, maintenance_mode
+    from lumen.app import Lumen
+    from lumen.plugins import make_plugin_manager
+
+    api.upload(api.user())
+    made = backup.create(app.lumen, tmp_path / "b", progress=False)
+    settings = load_settings(
+        {"DATABASE_URL": restore_target, "STORAGE_PATH": str(tmp_path / "restored")}
+    )
+    lumen = Lumen(settings, make_plugin_manager([]))
+    try:
+        assert backup.restore(lumen, tmp_path / "b", progress=False).clean
+        with pytest.raises(backup.BackupError, match="database is not empty"):
+            backup.restore(lumen, made.path, progress=False)
+        seen = []
+        original = backup._restore_files
+
+        def restore_files(*args):
+            seen.append(maintenance_mode.current(lumen.engine))
+            return original(*args)
+
+        monkeypatch.setattr(backup, "_restore_files", restore_files)
+        report = backup.restore(
+            lumen, made.path, force=True, progress=False, maintenance_message="restoring"
+        )
+        assert report.clean and seen[0].message == "restoring"
+        assert maintenance_mode.current(lumen.engine) is None
+        assert len(photo_rows(restore_target)) == 1
+    finally:
+        lumen.engine.dispose()
+
+
+def test_restore_refuses_a_storage_folder_that_is_not_empty(app, api, restore_target, tmp_path):
+    from lumen import backup
+    from lumen.app import Lumen
+    from lumen.plugins import make_plugin_manager
+
+    api.upload(api.user())
+    made = backup.create(app.lumen, tmp_path / "b", progress=False)
+    settings = load_settings(
+        {"DATABASE_URL": restore_target, "STORAGE_PATH": app.lumen.storage.root.as_posix()}
+    )
+    lumen = Lumen(settings, make_plugin_manager([]))
+    try:
+        with pytest.raises(backup.BackupError, match="storage folder .* is not empty"):
+            backup.restore(lumen, made.path, progress=False)
+    finally:
+        lumen.engine.dispose()
+
+
+def test_libpq_environment_keeps_the_password_off_the_command_line():
+    from sqlalchemy.engine import make_url
+
+    from lumen.backup import libpq_environment
+
+    url = make_url("postgresql+psycopg2://lumen:s3cret@db.internal:6432/photos")
+    assert libpq_environment(url) == {
+        "PGHOST": "db.internal",
+        "PGPORT": "6432",
+        "PGUSER": "lumen",
+        "PGPASSWORD": "s3cret",
+        "PGDATABASE": "photos",
+    }
+    socket = make_url("postgresql+psycopg2://u@/photos?host=/cloudsql/project:region:db")
+    assert libpq_environment(socket)["PGHOST"] == "/cloudsql/project:region:db"
+
+
+def test_maintenance_already_on_stays_on_after_a_backup(app, api, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from lumen import maintenance_mode
+    from lumen.cli import Context, cli
+
+    maintenance_mode.switch_on(app.lumen.engine, "the operator's own")
+    for name, value in app.lumen.settings.environ.items():
+        monkeypatch.setenv(name, value)
+    ran = CliRunner().invoke(
+        cli, ["backup", "create", str(tmp_path / "b"), "--maintenance"], obj=Context()
+    )
+    assert ran.exit_code == 0, ran.output
+    assert maintenance_mode.current(app.lumen.engine).message == "the operator's own"
+    status = CliRunner().invoke(cli, ["maintenance", "status"], obj=Context())
+    assert status.exit_code == 1 and "the operator's own" in status.output
+    off = CliRunner().invoke(cli, ["maintenance", "off"], obj=Context())
+    assert off.output == "maintenance mode off\n"
+    again = CliRunner().invoke(cli, ["maintenance", "off"], obj=Context())
+    assert again.output == "maintenance mode off (it was not on)\n"
