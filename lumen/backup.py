@@ -124,12 +124,13 @@ def create(lumen, dest: str | os.PathLike, keep: int | None = None, progress=Tru
             files, new, reused = _copy_files(lumen.storage, shas, work, last, last_files, progress)
         finally:
             release()
+        photos = database.pop("photos")
         manifest = {
             "format": FORMAT,
             "created_at": datetime.now(UTC).isoformat(),
             "lumen": __version__,
             "database": database,
-            "photos": database.pop("photos"),
+            "photos": photos,
             "files": files,
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
