@@ -26,6 +26,7 @@ from lumen.config import (  # noqa: E402
 )
 from lumen.errors import invalid  # noqa: E402
 from lumen.headers import add_vary, is_json, media_type_of  # noqa: E402
+from lumen.migrate import refuse_data_loss  # noqa: E402
 from lumen.models import MAX_INTEGER  # noqa: E402
 from lumen.openapi import document_errors, operation  # noqa: E402
 from lumen.photos import CITIES_TAG, newest_public_reads  # noqa: E402
@@ -64,6 +65,7 @@ __all__ = [
     "pass_lumen",
     "positive_int",
     "positive_number",
+    "refuse_data_loss",
     "request_body",
     "slots",
     "text",

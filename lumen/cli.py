@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import json
@@ -131,10 +132,21 @@ def upgrade(obj: Context, revision):
 
 @db.command()
 @click.argument("revision", default="-1")
+@click.option(
+    "--allow-data-loss",
+    is_flag=True,
+    help="Drop columns and tables that hold data no upgrade can bring back.",
+)
 @pass_context
-def downgrade(obj: Context, revision):
-    """Step the schema back to REVISION (default -1; with several branches say BRANCH@-1)."""
-    migrate.downgrade(obj.lumen, revision)
+def downgrade(obj: Context, revision, allow_data_loss):
+    """Step the schema back to REVISION (default -1; with several branches say BRANCH@-1).
+
+    A step that would drop data no upgrade can bring back is refused unless
+    --allow-data-loss is given (take a backup first: `lumen backup create`)."""
+    try:
+        migrate.downgrade(obj.lumen, revision, allow_data_loss=allow_data_loss)
+    except migrate.DataLossRefused as exc:
+        fail(str(exc))
     click.echo("database at: " + (", ".join(sorted(migrate.current(obj.lumen))) or "base"))
 
 
@@ -270,20 +282,29 @@ def storage():
 
 @storage.command("check")
 @click.option("--fix", is_flag=True, help="Remove orphan files and photos whose file is gone.")
+@click.option("--verify", is_flag=True, help="Re-hash every file against its recorded sha256.")
 @pass_context
-def storage_check(obj: Context, fix):
-    """Find files no photo refers to, and photos whose files are missing."""
+def storage_check(obj: Context, fix, verify):
+    """Find files no photo refers to, and photos whose files are missing (or corrupt)."""
     from lumen.maintenance import check_storage
 
-    report = check_storage(obj.lumen, fix=fix)
+    report = check_storage(obj.lumen, fix=fix, verify=verify)
+    print_storage_report(report, fix)
+    if report.corrupt_files or (not fix and not report.clean):
+        sys.exit(1)
+
+
+def print_storage_report(report, fix: bool = False) -> None:
     verb = "removed" if fix else "found"
     click.echo(f"{verb} {len(report.orphan_files)} orphan files")
     click.echo(f"{verb} {len(report.missing_files)} photos with missing files")
     click.echo(f"{verb} {report.stale_temporary} stale temporary files")
     for photo_id in report.missing_files:
         click.echo(f"  photo {photo_id}")
-    if not fix and not report.clean:
-        sys.exit(1)
+    if report.corrupt_files:
+        click.echo(f"found {len(report.corrupt_files)} corrupt files")
+        for sha, photo_ids in report.corrupt_files.items():
+            click.echo(f"  file {sha} of photo {', '.join(photo_ids)}")
 
 
 @storage.command("strip-locations")
@@ -294,6 +315,150 @@ def storage_strip_locations(obj: Context):
 
     made = strip_locations(obj.lumen)
     click.echo(f"made {made} copies without location metadata")
+
+
+# --- operations: maintenance mode and backups ----------------------------------------------------
+
+
+@cli.group()
+def maintenance():
+    """Maintenance mode: writes refused with 503 on every worker of every host, reads served."""
+
+
+@maintenance.command("on")
+@click.option("--message", default=None, help="The description of the 503 answers.")
+@click.option(
+    "--retry-after", type=click.IntRange(min=0), default=None, help="Retry-After, in seconds."
+)
+@pass_context
+def maintenance_on(obj: Context, message, retry_after):
+    """Refuse writes (within a second on every worker); reads go on."""
+    from lumen import maintenance_mode
+
+    state = maintenance_mode.switch_on(
+        obj.lumen.engine,
+        message or maintenance_mode.DEFAULT_MESSAGE,
+        maintenance_mode.DEFAULT_RETRY_AFTER if retry_after is None else retry_after,
+    )
+    click.echo(f"maintenance mode on: {state.message} (Retry-After: {state.retry_after})")
+
+
+@maintenance.command("off")
+@pass_context
+def maintenance_off(obj: Context):
+    """Serve writes again."""
+    from lumen import maintenance_mode
+
+    was_on = maintenance_mode.switch_off(obj.lumen.engine)
+    click.echo("maintenance mode off" + ("" if was_on else " (it was not on)"))
+
+
+@maintenance.command("status")
+@pass_context
+def maintenance_status(obj: Context):
+    """Say whether maintenance mode is on (exit 1 when it is)."""
+    from lumen import maintenance_mode
+
+    state = maintenance_mode.current(obj.lumen.engine)
+    if state is None:
+        click.echo("maintenance mode off")
+        return
+    click.echo(
+        f"maintenance mode on since {state.since.isoformat()}: {state.message} "
+        f"(Retry-After: {state.retry_after})"
+    )
+    sys.exit(1)
+
+
+@contextlib.contextmanager
+def maintenance_for(lumen, enabled: bool, message: str):
+    """Maintenance mode for the duration of a command (left as it was when already on)."""
+    from lumen import maintenance_mode
+
+    if not enabled or maintenance_mode.current(lumen.engine) is not None:
+        yield
+        return
+    maintenance_mode.switch_on(lumen.engine, message)
+    click.echo("maintenance mode on", err=True)
+    try:
+        yield
+    finally:
+        maintenance_mode.switch_off(lumen.engine)
+        click.echo("maintenance mode off", err=True)
+
+
+MAINTENANCE_OPTION = click.option(
+    "--maintenance", is_flag=True, help="Refuse writes (maintenance mode) while this runs."
+)
+
+
+@cli.group()
+def backup():
+    """Snapshots of the database and the image files together."""
+
+
+@backup.command("create")
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--keep", type=click.IntRange(min=1), help="Then remove all but the newest N.")
+@MAINTENANCE_OPTION
+@pass_context
+def backup_create(obj: Context, dest, keep, maintenance):
+    """Take a consistent snapshot into DEST while the service runs (incremental: files the
+    last snapshot has are hard-linked from it)."""
+    from lumen import backup as backups
+
+    lumen = obj.lumen
+    try:
+        with maintenance_for(lumen, maintenance, "A backup is being taken; try again shortly."):
+            snapshot = backups.create(lumen, dest, keep=keep)
+    except backups.BackupError as exc:
+        fail(str(exc), code=1)
+    click.echo(
+        f"snapshot {snapshot.path}: {snapshot.photos} photos, {snapshot.files} files "
+        f"({snapshot.new_files} new, {snapshot.reused_files} from the last snapshot), "
+        f"{snapshot.bytes} bytes"
+    )
+    for path in snapshot.pruned:
+        click.echo(f"removed old snapshot {path}")
+
+
+@backup.command("verify")
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
+def backup_verify(source):
+    """Check a snapshot (or DEST's newest) against its manifest."""
+    from lumen import backup as backups
+
+    try:
+        snapshot, problems = backups.verify(source)
+    except backups.BackupError as exc:
+        fail(str(exc), code=1)
+    for problem in problems:
+        click.echo(f"  {problem}")
+    if problems:
+        fail(f"{snapshot}: {len(problems)} problems", code=1)
+    click.echo(f"snapshot {snapshot}: every file matches its manifest")
+
+
+@backup.command("restore")
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
+@click.option("--force", is_flag=True, help="Replace a database, and add to a storage, not empty.")
+@MAINTENANCE_OPTION
+@pass_context
+def backup_restore(obj: Context, source, force, maintenance):
+    """Restore a snapshot (or DEST's newest) into an empty database and storage folder, then
+    check every restored file (`storage check --verify`)."""
+    from lumen import backup as backups
+
+    lumen = obj.lumen
+    try:
+        message = "A restore is under way; try again shortly." if maintenance else None
+        report = backups.restore(lumen, source, force=force, maintenance_message=message)
+    except backups.BackupError as exc:
+        fail(str(exc), code=1)
+    print_storage_report(report)
+    if report.missing_files or report.corrupt_files:
+        fail("the restored data is not whole", code=1)
+    click.echo("restored: every photo has its files, every file its sha256")
 
 
 def make_cli(pm) -> click.Group:

@@ -4,8 +4,9 @@ Registered like any plugin, but always on."""
 from __future__ import annotations
 
 import os
+from functools import partial
 
-from lumen import slots
+from lumen import maintenance_mode, slots
 from lumen.auth import AuthMiddleware
 from lumen.hookspecs import hookimpl
 from lumen.models import MAX_INTEGER
@@ -15,9 +16,23 @@ from lumen.resources.paging import DEFAULT_LIMIT, MAX_LIMIT
 from lumen.session import SessionMiddleware
 
 
+def maintenance_flag(lumen) -> maintenance_mode.Flag:
+    """This process's view of the maintenance flag (one per app)."""
+    return lumen.state.setdefault("core.maintenance", maintenance_mode.Flag(lumen.engine))
+
+
 @hookimpl
 def lumen_middleware(lumen):
-    return [(slots.SESSION, SessionMiddleware(lumen)), (slots.AUTHENTICATION, AuthMiddleware())]
+    return [
+        (slots.MAINTENANCE, maintenance_mode.MaintenanceMiddleware(maintenance_flag(lumen))),
+        (slots.SESSION, SessionMiddleware(lumen)),
+        (slots.AUTHENTICATION, AuthMiddleware()),
+    ]
+
+
+@hookimpl
+def lumen_health_checks(lumen):
+    return {"maintenance:mode": partial(maintenance_mode.health_check, maintenance_flag(lumen))}
 
 
 @hookimpl

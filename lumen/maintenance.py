@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 import time
@@ -28,21 +29,39 @@ class StorageReport:
     orphan_files: list[str] = field(default_factory=list)  # paths below STORAGE_PATH
     missing_files: list[str] = field(default_factory=list)  # photo ids whose files are gone
     stale_temporary: int = 0
+    # With ``verify``: sha256 of each file whose bytes no longer hash to it -> photo ids.
+    corrupt_files: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
-        return not (self.orphan_files or self.missing_files or self.stale_temporary)
+        return not (
+            self.orphan_files or self.missing_files or self.stale_temporary or self.corrupt_files
+        )
 
 
-def check_storage(lumen, fix: bool = False) -> StorageReport:
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_storage(
+    lumen, fix: bool = False, verify: bool = False, progress: bool = True
+) -> StorageReport:
     """Find files no photo refers to and photos whose files are gone; with ``fix``, remove
     both (a photo without its file can never be served again). Files younger than GRACE_S
-    are left alone: they may belong to an upload still in progress."""
+    are left alone: they may belong to an upload still in progress. With ``verify``, every
+    file a photo refers to is read and hashed again: corrupt files are listed (never removed:
+    the cure is a restore from backup)."""
     storage, report = lumen.storage, StorageReport()
     rows = _file_rows(lumen)
     report.missing_files = sorted(
         str(row.id) for row in rows if not all(storage.exists(sha) for sha in _shas(row))
     )
+    if verify:
+        report.corrupt_files = _corrupt_files(storage, rows, progress)
     released: set[str] = set()  # files of the photos removed here: orphans at once
     if fix and report.missing_files:
         with lumen.unit_of_work() as session:
@@ -67,9 +86,28 @@ def check_storage(lumen, fix: bool = False) -> StorageReport:
     stale = [p for p in tmp.glob("*") if now - p.stat().st_mtime > GRACE_S]
     report.stale_temporary = len(stale)
     if fix:
-        for path in orphans + stale:
+        for path in orphans:
+            if path == storage.path_for(path.name):
+                storage.delete_unreferenced(path.name)  # waits for a backup that copies
+            else:
+                path.unlink(missing_ok=True)
+        for path in stale:
             path.unlink(missing_ok=True)
     return report
+
+
+def _corrupt_files(storage, rows, progress: bool) -> dict[str, list[str]]:
+    users: dict[str, list[str]] = {}
+    for row in rows:
+        for sha in _shas(row):
+            users.setdefault(sha, []).append(str(row.id))
+    corrupt = {}
+    bar = tqdm(sorted(users), desc="verifying", unit="file", disable=None if progress else True)
+    for sha in bar:
+        path = storage.path_for(sha)
+        if path.is_file() and file_sha256(path) != sha:
+            corrupt[sha] = sorted(users[sha])
+    return corrupt
 
 
 def _shas(row) -> tuple[str, ...]:

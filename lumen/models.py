@@ -120,3 +120,15 @@ class Photo(Base):
     longitude: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Maintenance(Base):
+    """Maintenance mode, for every worker of every host: a row means writes are refused."""
+
+    __tablename__ = "maintenance"
+
+    # One row at most: id is always 1.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    message: Mapped[str] = mapped_column(Text)
+    retry_after: Mapped[int] = mapped_column(Integer)
+    since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

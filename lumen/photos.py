@@ -510,7 +510,7 @@ def delete_photo(lumen, session: Session, photo: Photo, changes: dict | None = N
 def remove_unreferenced(lumen, sha256s: set[str]) -> None:
     """Delete the files no photo refers to any more. Runs after the deleting transaction
     committed, under the files' lock, so an upload of the same bytes cannot slip in between
-    the check and the delete."""
+    the check and the delete; while a backup copies, the deletion waits for its end."""
     release = lumen.storage.lock(*sha256s)
     try:
         with lumen.Session() as session:
@@ -524,7 +524,9 @@ def remove_unreferenced(lumen, sha256s: set[str]) -> None:
                         | (Photo.public_sha256 == sha)
                     )
                 )
-                if not still_used:
-                    lumen.storage.delete(sha)
+                if still_used:
+                    lumen.storage.forget_deferred(sha)
+                else:
+                    lumen.storage.delete_unreferenced(sha)
     finally:
         release()

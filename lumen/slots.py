@@ -11,6 +11,7 @@ SECURITY_HEADERS = 200
 CORS = 300  # answers preflights before the rate limit, the session and authentication
 CONDITIONAL = 350  # ETags and 304s of JSON: inside CORS, so a 304 keeps its CORS headers
 RATE_LIMIT = 400  # before the session: for limits that need neither the route nor the caller
+MAINTENANCE = 450  # the core: writes refused in maintenance mode, before any session opens
 SESSION = 500  # the core: the request's database session, committed or rolled back
 AUTHENTICATION = 600  # the core: the bearer token, resolved after routing
 # After authentication, in process_resource: the route and the caller are known (rate limits).

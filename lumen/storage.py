@@ -115,6 +115,52 @@ class Storage:
     def delete(self, sha256: str) -> None:
         self.path_for(sha256).unlink(missing_ok=True)
 
+    # --- deletions held while a backup copies --------------------------------------------------
+    #
+    # A backup copies the files its database snapshot refers to; a photo deleted after the
+    # snapshot must keep its files until they are copied. Removers take a shared lock of
+    # ``locks/deletions`` without waiting; a backup holds it exclusively, so while it copies
+    # every removal is deferred: recorded under ``deferred/`` and done once it has finished.
+
+    def _deletions_lock(self) -> int:
+        folder = self.root / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        return os.open(folder / "deletions", os.O_CREAT | os.O_RDWR, 0o600)
+
+    def hold_deletions(self) -> Callable[[], None]:
+        """Defer every removal of an unreferenced file until the returned function is called
+        (waits for removals under way to finish)."""
+        fd = self._deletions_lock()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return lambda: os.close(fd)
+
+    def delete_unreferenced(self, sha256: str) -> bool:
+        """Delete a file no photo refers to any more, or defer it while a backup holds
+        deletions. Returns whether the file was deleted (callers hold the file's lock)."""
+        fd = self._deletions_lock()
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                deferred = self.root / "deferred"
+                deferred.mkdir(exist_ok=True)
+                (deferred / self.path_for(sha256).name).touch()
+                return False
+            self.delete(sha256)
+            self.forget_deferred(sha256)
+            return True
+        finally:
+            os.close(fd)
+
+    def deferred(self) -> set[str]:
+        """The files whose removal a backup deferred."""
+        folder = self.root / "deferred"
+        names = (p.name for p in folder.iterdir()) if folder.is_dir() else ()
+        return {name for name in names if _SHA256.match(name)}
+
+    def forget_deferred(self, sha256: str) -> None:
+        (self.root / "deferred" / self.path_for(sha256).name).unlink(missing_ok=True)
+
     def files(self) -> Iterator[Path]:
         """Every file in the content-addressed tree (for the storage check)."""
         if self.root.is_dir():

@@ -1,5 +1,9 @@
 """Alembic: the core branch and every enabled plugin's branch go up to their heads and back."""
 
+import uuid
+from datetime import UTC, datetime
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import (
@@ -37,7 +41,7 @@ def test_core_up_and_down(tmp_path):
     while migrate.current(lumen):
         steps.append(migrate.current(lumen))
         migrate.downgrade(lumen, "core@-1")
-    assert steps == [{"core_0003"}, {"core_0002"}, {"core_0001"}]
+    assert steps == [{"core_0004"}, {"core_0003"}, {"core_0002"}, {"core_0001"}]
     assert "photos" not in inspect(lumen.engine).get_table_names()
     lumen.engine.dispose()
 
@@ -50,7 +54,7 @@ def test_enabling_a_plugin_adds_its_branch(tmp_path):
     with_plugins = make_lumen(url, "locations")
     migrate.upgrade(with_plugins)
     heads = migrate.current(with_plugins)
-    assert "core_0003" in heads and len(heads) == 2
+    assert "core_0004" in heads and len(heads) == 2
     after = set(inspect(create_engine(url)).get_table_names())
     assert after > before  # the locations plugin's tables
     core_only.engine.dispose()
@@ -135,11 +139,11 @@ def test_lumen_db_downgrade_steps_a_plugin_branch_back_and_upgrade_restores_it(
 
     up = run_lumen("db", "upgrade", env=env, cwd=tmp_path)
     assert up.returncode == 0, up.stderr
-    assert up.stdout.strip() == "database at: core_0003, locations_0001"
+    assert up.stdout.strip() == "database at: core_0004, locations_0001"
 
     down = run_lumen("db", "downgrade", "locations@-1", env=env, cwd=tmp_path)
     assert down.returncode == 0, down.stderr
-    assert down.stdout.strip() == "database at: core_0003"
+    assert down.stdout.strip() == "database at: core_0004"
     engine = create_engine(load_settings({"DATABASE_URL": url}).database_url)
     try:
         tables = set(inspect(engine).get_table_names())
@@ -147,11 +151,199 @@ def test_lumen_db_downgrade_steps_a_plugin_branch_back_and_upgrade_restores_it(
         assert {"users", "tokens", "photos"} <= tables
 
         current = run_lumen("db", "current", env=env, cwd=tmp_path)
-        assert current.stdout.strip() == "core_0003"
+        assert current.stdout.strip() == "core_0004"
 
         again = run_lumen("db", "upgrade", env=env, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.strip() == "database at: core_0003, locations_0001"
+        assert again.stdout.strip() == "database at: core_0004, locations_0001"
         assert schema_drift(engine, all_metadata()) == []
     finally:
         engine.dispose()
+
+
+# --- rollbacks: every revision up, down and up again, with data in the tables -------------------
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+USER_ID, PHOTO_ID = uuid.UUID(int=1), uuid.UUID(int=2)
+
+
+def _seed_core_0001(connection):
+    from lumen.models import Photo, Token, User
+
+    connection.execute(
+        User.__table__.insert().values(id=USER_ID, username="rollback", password_hash="x")
+    )
+    connection.execute(
+        Token.__table__.insert().values(
+            id=uuid.UUID(int=3), user_id=USER_ID, token_hash="h" * 64, expires_at=NOW
+        )
+    )
+    connection.execute(
+        Photo.__table__.insert().values(
+            id=PHOTO_ID,
+            owner_id=USER_ID,
+            caption="kept through every step",
+            width=4,
+            height=3,
+            content_type="image/jpeg",
+            size_bytes=10,
+            sha256="a" * 64,
+            thumb_sha256="b" * 64,
+            thumb_content_type="image/webp",
+            thumb_size_bytes=5,
+        )
+    )
+
+
+def _seed_core_0002(connection):
+    connection.execute(text("UPDATE tokens SET last_used_at = :now"), {"now": NOW})
+
+
+def _seed_core_0003(connection):
+    connection.execute(
+        text("UPDATE photos SET public_sha256 = :sha, public_size_bytes = 9"), {"sha": "c" * 64}
+    )
+
+
+def _seed_core_0004(connection):
+    from lumen.models import Maintenance
+
+    connection.execute(
+        Maintenance.__table__.insert().values(id=1, message="rollback test", retry_after=5)
+    )
+
+
+def _seed_locations_0001(connection):
+    from lumen_plugins.locations import tables
+
+    connection.execute(
+        tables.cities.insert().values(
+            id=1,
+            name="Zürich",
+            country_code="CH",
+            latitude=47.4,
+            longitude=8.5,
+            population=400000,
+            rank=1,
+            cell=7,
+        )
+    )
+
+
+# Each revision's data; a revision missing here fails the test, so a new migration gets one.
+SEEDS = {
+    "core_0001": _seed_core_0001,
+    "core_0002": _seed_core_0002,
+    "core_0003": _seed_core_0003,
+    "core_0004": _seed_core_0004,
+    "locations_0001": _seed_locations_0001,
+}
+# The downgrades that drop data no upgrade brings back: refused unless allowed. (Cities come
+# back with `lumen locations import`, the maintenance flag with `lumen maintenance on`.)
+LOSES_DATA = {"core_0001", "core_0002", "core_0003"}
+
+
+def branches(lumen) -> dict[str, list[str]]:
+    """Every branch's revisions, base first."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config(lumen, None))
+    found = {}
+    for base in script.get_bases():
+        revision, chain = script.get_revision(base), []
+        while revision is not None:
+            chain.append(revision.revision)
+            following = revision.nextrev
+            revision = script.get_revision(next(iter(following))) if following else None
+        found[next(iter(script.get_revision(base).branch_labels))] = chain
+    return dict(sorted(found.items()))
+
+
+def contents(engine) -> dict[str, dict[str, list]]:
+    """Every table's rows, column by column (sorted), but Alembic's own."""
+    found = {}
+    inspector = inspect(engine)
+    with engine.connect() as connection:
+        for table in inspector.get_table_names():
+            if table == "alembic_version":
+                continue
+            for column in inspector.get_columns(table):
+                name = column["name"]
+                values = connection.execute(text(f'SELECT "{name}" FROM {table}')).scalars()
+                found.setdefault(table, {})[name] = sorted(map(str, values))
+    return found
+
+
+def unchanged(before: dict, after: dict, columns_of: dict) -> bool:
+    """Whether every column of ``columns_of`` holds in ``after`` what it held ``before``."""
+    return all(
+        after[table][column] == before[table][column]
+        for table, columns in columns_of.items()
+        for column in columns
+    )
+
+
+def test_every_revision_goes_up_down_and_up_again_with_data(fresh_database):
+    """Each revision of the core and of each plugin: upgraded onto data, downgraded (refused
+    first where data would be lost for good, and nothing changed by the refusal), upgraded
+    again; the data of every table and column the revision does not own survives both steps
+    (SQLite's batch table copies included), and the end is the models' schema."""
+    _, url = fresh_database
+    lumen = make_lumen(url, "locations")
+    try:
+        found = branches(lumen)
+        assert set(found) == {"core", "locations"}
+        assert [rev for chain in found.values() for rev in chain] == list(SEEDS)
+        for branch, chain in found.items():
+            for revision in chain:
+                migrate.upgrade(lumen, revision)
+                with lumen.engine.begin() as connection:
+                    SEEDS[revision](connection)
+                before = contents(lumen.engine)
+                if revision in LOSES_DATA:
+                    with pytest.raises(migrate.DataLossRefused, match="--allow-data-loss"):
+                        migrate.downgrade(lumen, f"{branch}@-1")
+                    assert revision in migrate.current(lumen)
+                    assert contents(lumen.engine) == before
+                migrate.downgrade(lumen, f"{branch}@-1", allow_data_loss=True)
+                assert revision not in migrate.current(lumen)
+                down = contents(lumen.engine)
+                assert unchanged(before, down, down)
+                migrate.upgrade(lumen, revision)
+                assert revision in migrate.current(lumen)
+                assert unchanged(before, contents(lumen.engine), down)
+                with lumen.engine.begin() as connection:
+                    SEEDS[revision](connection)  # what the downgrade dropped, for the next
+        migrate.upgrade(lumen)
+        assert schema_drift(lumen.engine, all_metadata()) == []
+    finally:
+        lumen.engine.dispose()
+
+
+def test_lumen_db_downgrade_refuses_to_drop_data_unless_told(fresh_database, tmp_path):
+    """`lumen db downgrade core_0002` over photos with public copies: the step that would
+    drop them is refused with the reason and the way out, and the steps before it are undone
+    too (one transaction); `--allow-data-loss` goes ahead."""
+    _, url = fresh_database
+    env = service_env(DATABASE_URL=url, LUMEN_PLUGINS="none", STORAGE_PATH=str(tmp_path))
+    assert run_lumen("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+    engine = create_engine(load_settings({"DATABASE_URL": url}).database_url)
+    try:
+        with engine.begin() as connection:
+            _seed_core_0001(connection)
+            _seed_core_0003(connection)
+    finally:
+        engine.dispose()
+
+    refused = run_lumen("db", "downgrade", "core_0002", env=env, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "lumen: downgrading core_0003 would drop the photos' copies without location metadata "
+        "of 1 rows, which no upgrade brings back; take a backup (`lumen backup create`), "
+        "then pass --allow-data-loss"
+    )
+    assert run_lumen("db", "current", env=env, cwd=tmp_path).stdout.strip() == "core_0004"
+
+    allowed = run_lumen("db", "downgrade", "core_0002", "--allow-data-loss", env=env, cwd=tmp_path)
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout.strip() == "database at: core_0002"

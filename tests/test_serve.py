@@ -57,9 +57,16 @@ def test_lumen_serve_on_the_embedded_default(tmp_path):
             assert r.headers["X-Total-Count"] == "0"
         assert (tmp_path / "lumen.db").exists()  # the embedded database, migrated
         deadline = time.monotonic() + 30  # workers boot one after the other
-        while len(worker_pids(proc.pid)) < 2 and time.monotonic() < deadline:
+
+        def booted() -> bool:
+            # Both forked and both apps built: a SIGTERM that reaches gunicorn while it is
+            # still spawning a worker can leave that worker behind, and the master waiting.
+            ready = (tmp_path / "serve.log").read_text(errors="replace").count("app ready")
+            return len(worker_pids(proc.pid)) >= 2 and ready >= 2
+
+        while not booted() and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert len(worker_pids(proc.pid)) >= 2
+        assert booted()
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -25,7 +25,14 @@ from tests.conftest import free_port, wait_for_port
 
 DB_PASSWORD = "db-Secret-4711"
 REDIS_PASSWORD = "redis-Secret-0815"
-CORE_CHECKS = {"database:connection", "database:pool", "redis:connection", "storage:free"}
+# The health plugin's own checks, and the core's maintenance flag.
+CORE_CHECKS = {
+    "database:connection",
+    "database:pool",
+    "maintenance:mode",
+    "redis:connection",
+    "storage:free",
+}
 
 
 class ExtraChecks:

@@ -8,6 +8,7 @@ Create Date: 2026-11-25
 import sqlalchemy as sa
 from alembic import op
 
+from lumen.migrate import refuse_data_loss
 from lumen.models import UTCDateTime
 
 revision = "core_0001"
@@ -76,6 +77,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_data_loss(
+        "every user, token and photo",
+        "SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM photos)",
+    )
     op.drop_table("photos")
     op.drop_table("tokens")
     op.drop_table("users")

@@ -8,6 +8,7 @@ Create Date: 2026-12-01
 import sqlalchemy as sa
 from alembic import op
 
+from lumen.migrate import refuse_data_loss
 from lumen.models import UTCDateTime
 
 revision = "core_0002"
@@ -23,6 +24,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_data_loss(
+        "the tokens' last use",
+        "SELECT count(*) FROM tokens WHERE last_used_at IS NOT NULL",
+    )
     op.drop_index("ix_tokens_expires_at", table_name="tokens")
     with op.batch_alter_table("tokens") as batch:
         batch.drop_column("last_used_at")

@@ -8,6 +8,8 @@ Create Date: 2026-12-01
 import sqlalchemy as sa
 from alembic import op
 
+from lumen.migrate import refuse_data_loss
+
 revision = "core_0003"
 down_revision = "core_0002"
 branch_labels = None
@@ -22,6 +24,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_data_loss(
+        "the photos' copies without location metadata",
+        "SELECT count(*) FROM photos WHERE public_sha256 IS NOT NULL",
+    )
     op.drop_index("ix_photos_public_sha256", table_name="photos")
     with op.batch_alter_table("photos") as batch:
         batch.drop_column("public_size_bytes")
