@@ -1,7 +1,8 @@
 """Compression: gzip (and brotli, when the ``brotli`` package is installed) for JSON and text
 answers of at least COMPRESSION_MIN_BYTES, when the client accepts it.
 
-Every compressible answer says ``Vary: Accept-Encoding``, compressed or not. Images, streams and
+Every answer that could be compressed says ``Vary: Accept-Encoding``, compressed or not (a body
+under the threshold is the same bytes for every client, and says nothing). Images, streams and
 bodies already encoded are left alone. A strong ETag gets the encoding appended (``"abc-gzip"``):
 two encodings of one resource are different bytes, and strong ETags promise the same bytes.
 """
@@ -79,16 +80,16 @@ class CompressionMiddleware:
     def process_response(self, req, resp: falcon.Response, resource, req_succeeded: bool) -> None:
         if resp.stream is not None or not compressible(media_type_of(resp)):
             return
-        add_vary(resp, "Accept-Encoding")
-        if req.method == "HEAD" or resp.status_code in (204, 304):
-            return
-        if resp.get_header("Content-Encoding") is not None:
-            return
-        coding = accepted(req.get_header("Accept-Encoding"), self.available)
-        if coding is None:
+        if resp.status_code in (204, 304) or resp.get_header("Content-Encoding") is not None:
             return
         body = resp.render_body()
         if body is None or len(body) < self.min_bytes:
+            return  # the same bytes whatever the client accepts: nothing varies
+        add_vary(resp, "Accept-Encoding")
+        if req.method == "HEAD":
+            return
+        coding = accepted(req.get_header("Accept-Encoding"), self.available)
+        if coding is None:
             return
         resp.data = self.encode(coding, body)
         resp.text = None

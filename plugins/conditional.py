@@ -3,7 +3,8 @@ matching If-None-Match is answered 304 with no body, so polling clients and cach
 nothing for data that did not change. The ETag is a digest of the body the client would get, so
 it changes whenever the body would (a caller who sees more, a changed caption, a new page).
 
-A resource that sets its own ETag (image bytes: the content hash) is left to it.
+A resource that sets its own ETag (image bytes: the content hash) is left to it, and so is an
+answer marked ``no-store`` (the probes): nothing keeps it to revalidate.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class ConditionalMiddleware:
             return
         if not is_json(media_type_of(resp)) or resp.get_header("ETag") is not None:
             return
+        if "no-store" in (resp.get_header("Cache-Control") or ""):
+            return  # nothing keeps it (probes), so nothing will ever revalidate it
         body = resp.render_body()
         if body is None:
             return
