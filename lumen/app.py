@@ -117,10 +117,11 @@ class Lumen:
         value = self.hook.lumen_cached(lumen=self, key=key, tags=tuple(tags), loader=loader)
         return loader() if value is None else value
 
-    def purge(self, tags: tuple[str, ...]) -> None:
-        """Make stale every cached value that depends on one of ``tags`` (a change made outside
-        a unit of work, such as a data import; units of work purge through their events)."""
-        collect(self.pm, "lumen_purge", isolate=True, lumen=self, tags=tuple(tags), change=None)
+    def purge(self, tags: tuple[str, ...], change: str | None = None) -> None:
+        """Make stale every cached value that depends on one of ``tags``: after a unit of work
+        (with the id of a purge made before its commit, if any), or after a change made outside
+        one, such as a data import. A failing plugin is logged; the change stands."""
+        collect(self.pm, "lumen_purge", isolate=True, lumen=self, tags=tuple(tags), change=change)
 
     def pool_figures(self) -> dict[str, int]:
         return db.pool_figures(self.engine)

@@ -92,7 +92,7 @@ def discard(lumen, session: Session) -> None:
     purged = session.info.pop(_PURGED_BEFORE_COMMIT, None)
     if purged is not None:
         change, tags = purged
-        collect(lumen.pm, "lumen_purge", isolate=True, lumen=lumen, tags=tags, change=change)
+        lumen.purge(tags, change)
 
 
 def deliver(lumen, session: Session) -> None:
@@ -102,6 +102,6 @@ def deliver(lumen, session: Session) -> None:
     change = session.info.pop(_PURGED_BEFORE_COMMIT, (None,))[0]
     tags = sorted({tag for _, purges, _ in queued for tag in purges})
     if tags:
-        collect(lumen.pm, "lumen_purge", isolate=True, lumen=lumen, tags=tuple(tags), change=change)
+        lumen.purge(tags, change)
     for hook_name, _, payload in queued:
         collect(lumen.pm, hook_name, isolate=True, lumen=lumen, **payload)
