@@ -14,9 +14,18 @@ import time
 
 from sqlalchemy import inspect
 
-from lumen import CITIES_TAG, MAX_INTEGER, SettingsSchema, boolean, choice, positive_int
-from lumen_plugins.locations import gazetteer, importer, nearest, search
+from lumen import (
+    CITIES_TAG,
+    MAX_INTEGER,
+    SettingsSchema,
+    boolean,
+    choice,
+    positive_int,
+    positive_number,
+)
+from lumen_plugins.locations import finder, gazetteer, importer, nearest, search
 from lumen_plugins.locations.cache import VersionWatch
+from lumen_plugins.locations.query import SearchQuery
 from lumen_plugins.locations.tables import state
 
 log = logging.getLogger(__name__)
@@ -27,6 +36,8 @@ class LocationsSettings(SettingsSchema):
     min_population = positive_int("LOCATIONS_MIN_POPULATION", 0, minimum=0)
     auto_import = boolean("LOCATIONS_AUTO_IMPORT", True)
     cache_size = positive_int("LOCATION_CACHE_SIZE", 1000, minimum=0)
+    # Beyond this distance a point has no nearest city (a photo taken at sea gets none).
+    nearest_max_km = positive_number("LOCATIONS_NEAREST_MAX_KM", 50.0)
 
 
 class NotImported(Exception):
@@ -41,6 +52,7 @@ class Locations:
         self.min_population: int = settings.min_population
         self.auto_import: bool = settings.auto_import
         self.cache_size: int = settings.cache_size
+        self.nearest_max_km: float = settings.nearest_max_km
         # Each worker's answers; functools' LRU is thread-safe and counts hits and misses.
         self._cached_search = functools.lru_cache(maxsize=self.cache_size)(self._search)
         # Which prefixes have a precomputed answer, and the LRU, follow the imported data.
@@ -61,10 +73,11 @@ class Locations:
         if not self.city_count:
             raise NotImported
 
-    def search(self, folded: str, country: str | None, limit: int) -> list[dict]:
+    def search(self, query: SearchQuery) -> list[dict]:
+        """The answer to a validated search (query.parse_search)."""
         self.require_data()
         hits = self._cached_search.cache_info().hits
-        answer = self._cached_search(folded, country, limit)
+        answer = self._cached_search(query)
         if self.searches_counter is not None:
             self.searches_counter.inc()
             if self._cached_search.cache_info().hits > hits:
@@ -79,9 +92,9 @@ class Locations:
         """This worker's LRU: hits, misses, maxsize and currsize (functools' CacheInfo)."""
         return self._cached_search.cache_info()
 
-    def _search(self, folded: str, country: str | None, limit: int) -> list[dict]:
+    def _search(self, query: SearchQuery) -> list[dict]:
         with self._reading() as connection:
-            return search.search(connection, folded, country, limit, self.crowded)
+            return finder.find(connection, query, self.crowded)
 
     def _data_changed(self, version: int) -> None:
         with self._reading() as connection:
@@ -97,11 +110,15 @@ class Locations:
             return search.cities_by_id(connection, wanted)
 
     def nearest(self, latitude: float, longitude: float) -> dict | None:
+        """The nearest city with its ``distance_km``, None when none lies within
+        LOCATIONS_NEAREST_MAX_KM (or none is imported)."""
         with self._reading() as connection:
-            city_id = nearest.nearest_city_id(connection, latitude, longitude)
-            if city_id is None:
+            found = nearest.nearest_city(connection, latitude, longitude, self.nearest_max_km)
+            if found is None:
                 return None
-            return search.cities_by_id(connection, [city_id])[city_id]
+            city_id, km = found
+            city = search.cities_by_id(connection, [city_id]).get(city_id)
+            return {**city, "distance_km": round(km, 3)} if city else None
 
     def data_version(self) -> int:
         with self._reading() as connection:
