@@ -86,12 +86,24 @@ def find(connection: Connection, query: SearchQuery, crowded: Collection) -> lis
                 _prefix_candidates(connection, reading, areas, allowed, crowded, query, rows, found)
         if len(found) >= wanted:
             break
-    if len(found) < wanted:
-        typo_plans = [(r, a) for r, a in plans if typos.allowed_edits(r.city)]
-        for reading, areas in typo_plans[:MAX_TYPO_READINGS]:
-            _typo_candidates(connection, reading, areas, allowed, query, rows, found)
+    # The typo fallback, when too few cities were found, unless a qualified reading found its
+    # city part as a name in its area: who typed "london ky" and found London, Kentucky did
+    # not mistype it (this saves the fallback's statements on most qualified queries).
+    if len(found) < wanted and not any(entry.key[1] == 0 for entry in found.values()):
+        # One lookup per distinct city part, for every reading that has it.
+        by_city: dict[str, list] = {}
+        for reading, areas in plans:
+            if typos.allowed_edits(reading.city):
+                by_city.setdefault(reading.city, []).append((reading, areas))
+        for city, readings_of_city in list(by_city.items())[:MAX_TYPO_READINGS]:
+            _typo_candidates(connection, city, readings_of_city, allowed, query, rows, found)
     best = sorted(found.items(), key=lambda item: item[1].key)[:wanted]
-    return [search.city_dict(rows[city_id], entry.matched_name) for city_id, entry in best]
+    rows.update(search.city_rows(connection, {city_id for city_id, _ in best} - rows.keys()))
+    return [
+        search.city_dict(rows[city_id], entry.matched_name)
+        for city_id, entry in best
+        if city_id in rows  # a city a re-import removed meanwhile
+    ]
 
 
 def _restrict(
@@ -137,29 +149,43 @@ def _keep(found: dict, city_id: int, key: tuple, matched_name: str) -> None:
 
 
 def _prefix_candidates(connection, reading: Reading, areas, allowed, crowded, query, rows, found):
+    scopes = _scopes(areas, allowed)
     matches: list[search.Match] = []
-    for country in _scopes(areas, allowed):
+    for country in scopes:
         matches += search.prefix_matches(connection, reading.city, country, crowded, rows)
-    rows.update(search.city_rows(connection, {m.city_id for m in matches} - rows.keys()))
+    # The cities' rows are needed to filter by region or country and to weigh distance; a
+    # plain search (most of them) ranks by the names' ranks and reads the rows of the exact
+    # matches and of the largest other one only (the rest: those shown, at the end).
+    filtered = areas is not None or (allowed is not None and scopes == [None])
+    if filtered or query.near is not None:
+        needed = {m.city_id for m in matches}
+    else:
+        # The exact matches (to weigh them against the largest other) and the first `limit`
+        # others by rank: the answer is among them, so one read serves the whole search.
+        others = sorted((m for m in matches if not m.exact), key=lambda m: m.rank)
+        needed = {m.city_id for m in matches if m.exact}
+        needed |= {m.city_id for m in others[: query.limit]}
+    rows.update(search.city_rows(connection, needed - rows.keys()))
+    if filtered:
+        matches = [m for m in matches if m.city_id in rows]
+        matches = [m for m in matches if _inside(rows[m.city_id], areas, allowed)]
+    largest = max(
+        (rows[m.city_id].population for m in matches if not m.exact and m.city_id in rows),
+        default=0,
+    )
     tier = 1 if reading.partial else 0
     qualified = areas is not None
-    inside = [
-        (match, rows[match.city_id])
-        for match in matches
-        if match.city_id in rows and _inside(rows[match.city_id], areas, allowed)
-    ]
-    largest = max((row.population for match, row in inside if not match.exact), default=0)
-    for match, row in inside:
-        exact = match.exact and row.population >= largest * EXACT_MIN_SHARE
+    for match in matches:
+        row = rows.get(match.city_id)
+        exact = match.exact and (row is None or row.population >= largest * EXACT_MIN_SHARE)
         # Qualifiers confirm an exact name (Springfield in Illinois); a prefix match stays in
         # population order, or "saint lou" would rank towns in Louisiana before St. Louis.
         group = (0 if qualified else 1) if exact else 2
-        key = (tier, group, _score(row, query))
-        _keep(found, match.city_id, key, match.matched_name)
+        score = _score(row, query) if query.near is not None else float(match.rank)
+        _keep(found, match.city_id, (tier, group, score), match.matched_name)
 
 
-def _typo_candidates(connection, reading: Reading, areas, allowed, query, rows, found):
-    text = reading.city
+def _typo_candidates(connection, text: str, plans: list, allowed, query, rows, found):
     edits = typos.allowed_edits(text)
     keys = sorted(typos.keys(text, edits))
     candidates = connection.execute(TYPO_NAMES, {"keys": keys}).scalars().all()
@@ -174,8 +200,9 @@ def _typo_candidates(connection, reading: Reading, areas, allowed, query, rows, 
         return
     distance_of = {name: distance for distance, name in close}
     for row in connection.execute(CITIES_NAMED, {"names": list(distance_of)}):
-        if not _inside(row, areas, allowed):
-            continue
-        rows.setdefault(row.id, row)
-        key = (2 + reading.partial, distance_of[row.typo_folded], _score(row, query))
-        _keep(found, row.id, key, row.typo_name)
+        for reading, areas in plans:
+            if not _inside(row, areas, allowed):
+                continue
+            rows.setdefault(row.id, row)
+            key = (2 + reading.partial, distance_of[row.typo_folded], _score(row, query))
+            _keep(found, row.id, key, row.typo_name)

@@ -23,7 +23,7 @@ from lumen import (
     positive_int,
     positive_number,
 )
-from lumen_plugins.locations import finder, gazetteer, importer, nearest, search
+from lumen_plugins.locations import finder, gazetteer, importer, nearest, regions, search
 from lumen_plugins.locations.cache import VersionWatch
 from lumen_plugins.locations.query import SearchQuery
 from lumen_plugins.locations.tables import state
@@ -53,6 +53,8 @@ class Locations:
         self.auto_import: bool = settings.auto_import
         self.cache_size: int = settings.cache_size
         self.nearest_max_km: float = settings.nearest_max_km
+        # Read the country and region names now, not on the first search (a tenth of a second).
+        regions.qualifiers()
         # Each worker's answers; functools' LRU is thread-safe and counts hits and misses.
         self._cached_search = functools.lru_cache(maxsize=self.cache_size)(self._search)
         # Which prefixes have a precomputed answer, and the LRU, follow the imported data.
