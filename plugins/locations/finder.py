@@ -1,6 +1,7 @@
 """A search as the API answers it: every reading of the query (interpret.py) searched as a
 prefix, the candidates of qualified readings kept only where their areas say, the typo
-fallback when fewer than ``limit`` cities were found, proximity, and the final order.
+fallback when fewer than ``limit`` cities were found (and no qualified reading found its city
+part as a name), proximity, and the final order.
 
 The order, best first:
 1. readings of the whole query before partial ones (a comma part that named nothing dropped);
