@@ -72,6 +72,11 @@ def city_count(connection: Connection) -> int:
     return connection.execute(sa.select(state.c.city_count).where(state.c.id == 1)).scalar() or 0
 
 
+def has_typo_keys(connection: Connection) -> bool:
+    """Whether the typo index holds any row (one index read, not a count)."""
+    return connection.execute(sa.select(typo_keys.c.key).limit(1)).first() is not None
+
+
 def data_version(connection: Connection) -> int:
     return connection.execute(sa.select(state.c.version).where(state.c.id == 1)).scalar() or 0
 

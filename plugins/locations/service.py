@@ -102,6 +102,13 @@ class Locations:
         with self._reading() as connection:
             self.crowded = search.crowded_prefixes(connection)
             self.city_count = importer.city_count(connection)
+            typo_index = importer.has_typo_keys(connection)
+        if self.city_count and not typo_index:
+            # Cities imported before the typo index existed (locations_0001): search works,
+            # without typo tolerance, until the next import.
+            log.warning(
+                "locations typo index empty; run `lumen locations import` for typo tolerance"
+            )
         self.clear_cache()
 
     def lookup(self, city_ids) -> dict[int, dict]:

@@ -6,6 +6,8 @@ distance and its maximum; and a part of the quality benchmark's queries
 
 from __future__ import annotations
 
+import dataclasses
+
 import falcon.testing
 import pytest
 import sqlalchemy as sa
@@ -242,3 +244,25 @@ def test_a_bad_maximum_stops_start_up_naming_the_variable(value):
     with pytest.raises(ConfigError, match="LOCATIONS_NEAREST_MAX_KM") as raised:
         lumen.start()
     assert "\n" not in str(raised.value)
+
+
+def test_cities_without_a_typo_index_are_searched_with_a_warning(tmp_path, caplog):
+    """A database whose cities were imported before locations_0002: search works, the typo
+    fallback finds nothing, and a warning says what to run."""
+    from lumen_plugins.locations import gazetteer, importer
+    from tests.plugins.test_locations import migrated_sqlite
+
+    lumen = migrated_sqlite(tmp_path, LOCATIONS_AUTO_IMPORT="false")
+    try:
+        built = gazetteer.build(gazetteer.read_dataset("cities15000"), "cities15000", 3_000_000)
+        importer.write(lumen.engine, dataclasses.replace(built, typo_keys=[]))
+        locations = lumen.state["locations"]
+        locations.watch.check_now()
+        assert "run `lumen locations import` for typo tolerance" in caplog.text
+        assert locations.search(parse_search({"q": "berlin"}))[0]["name"] == "Berlin"
+        assert locations.search(parse_search({"q": "berln"})) == []
+        importer.write(lumen.engine, built)
+        locations.watch.check_now()
+        assert locations.search(parse_search({"q": "berln"}))[0]["name"] == "Berlin"
+    finally:
+        lumen.shutdown()
