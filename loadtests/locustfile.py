@@ -108,6 +108,9 @@ def expect(resp, status: int | tuple[int, ...], check=None) -> bool:
     nothing wrong; anything else fails it with a message naming what was wrong (never a
     header's value). True when it passed."""
     statuses = status if isinstance(status, tuple) else (status,)
+    if not resp.status_code:  # no HTTP answer at all: refused, reset, timed out
+        resp.failure(f"no answer: {type(getattr(resp, 'error', None)).__name__}")
+        return False
     if resp.status_code not in statuses:
         hint = " (rate limited: see loadtests/README.md)" if resp.status_code == 429 else ""
         wanted = " or ".join(map(str, statuses))

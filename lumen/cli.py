@@ -623,7 +623,7 @@ def loadtest_run(url, users, spawn_rate, run_time, report, thresholds_path, work
                        run_time, workers, classes, dict(os.environ))  # fmt: skip
         except LocustError as exc:
             fail(str(exc), code=1)
-    total, rows = gate.read_stats(done.stats_csv)
+    total, rows = gate.read_stats(done.stats_json)
     checks = gate.judge(limits, total, rows)
     click.echo(gate.table(checks))
     reasons = gate.failure_reasons(done.failures_csv)

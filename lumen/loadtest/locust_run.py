@@ -16,6 +16,7 @@ from pathlib import Path
 DATA_ENV = "LUMEN_LOADTEST_DATA"  # read by loadtests/locustfile.py
 REPORT_NAME = "report.html"
 CSV_PREFIX = "locust"
+STATS_JSON = "locust"  # Locust adds ".json"
 
 
 class LocustError(Exception):
@@ -31,8 +32,8 @@ class Run:
         return self.folder / REPORT_NAME
 
     @property
-    def stats_csv(self) -> Path:
-        return self.folder / f"{CSV_PREFIX}_stats.csv"
+    def stats_json(self) -> Path:
+        return self.folder / f"{STATS_JSON}.json"
 
     @property
     def failures_csv(self) -> Path:
@@ -75,7 +76,7 @@ def run(
     """Run the scenarios for ``run_time``; return where the report and CSV files are."""
     folder.mkdir(parents=True, exist_ok=True)
     result = Run(folder)
-    for stale in (result.html, result.stats_csv, result.failures_csv):
+    for stale in (result.html, result.stats_json, result.failures_csv):
         stale.unlink(missing_ok=True)
     env = {**env, DATA_ENV: str(Path(data_path).resolve())}
     headless = [
@@ -86,6 +87,7 @@ def run(
         "--run-time", run_time,
         "--html", str(result.html),
         "--csv", str(folder / CSV_PREFIX),
+        "--json-file", str(folder / STATS_JSON),
         "--only-summary",
         # Users finish the request in flight at the end: none is cut off and counted as failed.
         "--stop-timeout", "10",
@@ -138,7 +140,7 @@ def run(
                 proc.wait()
             proc.log_file.close()
     # Locust's own exit code says only "there were failures"; the thresholds judge those.
-    if not result.stats_csv.exists():
+    if not result.stats_json.exists():
         raise LocustError(f"Locust stopped without statistics (exit {code}): see {folder}")
     return result
 

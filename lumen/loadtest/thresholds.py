@@ -7,6 +7,7 @@ name of the run) and ``[requests."METHOD name"]`` tables that override it for on
 from __future__ import annotations
 
 import csv
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ class ThresholdsError(Exception):
 
 @dataclass
 class Row:
-    """One line of Locust's ``_stats.csv``: a request name, or the whole run (``Aggregated``)."""
+    """The figures of one request name, or of the whole run (``total``)."""
 
     key: str  # "GET /api/v1/photos", or "total"
     requests: int
@@ -117,34 +118,44 @@ def load(path: Path) -> dict:
     }
 
 
-def read_stats(csv_path: Path) -> tuple[Row, list[Row]]:
-    """(the whole run, one row per request name) from Locust's ``<prefix>_stats.csv``."""
+def percentile(response_times: dict, count: int, share: float) -> float | None:
+    """Locust's own percentile of its response-time buckets (``calculate_response_time_
+    percentile``), so the figure is the one its report shows; Locust itself is not imported
+    here, as it patches the standard library with gevent on import."""
+    if not count:
+        return None
+    wanted, seen = int(count * share), 0
+    for response_time in sorted(response_times, key=float, reverse=True):
+        seen += response_times[response_time]
+        if count - seen <= wanted:
+            return float(response_time)
+    return 0.0
 
-    def number(value: str) -> float | None:
-        try:
-            return float(value)
-        except ValueError:  # "N/A" where nothing was measured
-            return None
 
-    total, rows = None, []
-    with open(csv_path, newline="", encoding="utf-8") as file:
-        for line in csv.DictReader(file):
-            aggregated = line["Name"] == "Aggregated" and not line["Type"]
-            row = Row(
-                key="total" if aggregated else f"{line['Type']} {line['Name']}",
-                requests=int(line["Request Count"]),
-                failures=int(line["Failure Count"]),
-                requests_per_s=number(line["Requests/s"]) or 0.0,
-                p95_ms=number(line["95%"]) if int(line["Request Count"]) else None,
-                p99_ms=number(line["99%"]) if int(line["Request Count"]) else None,
-            )
-            if aggregated:
-                total = row
-            else:
-                rows.append(row)
-    if total is None:
-        total = Row("total", 0, 0, 0.0, None, None)
-    return total, rows
+def _row(key: str, entries: list[dict]) -> Row:
+    requests = sum(e["num_requests"] for e in entries)
+    buckets: dict[str, int] = {}
+    for entry in entries:
+        for response_time, count in entry["response_times"].items():
+            buckets[response_time] = buckets.get(response_time, 0) + count
+    started = min((e["start_time"] for e in entries), default=0)
+    last = max((e["last_request_timestamp"] or 0 for e in entries), default=0)
+    return Row(
+        key=key,
+        requests=requests,
+        failures=sum(e["num_failures"] for e in entries),
+        requests_per_s=requests / (last - started) if last > started else 0.0,
+        p95_ms=percentile(buckets, requests, 0.95),
+        p99_ms=percentile(buckets, requests, 0.99),
+    )
+
+
+def read_stats(json_path: Path) -> tuple[Row, list[Row]]:
+    """(the whole run, one row per request name) from Locust's ``--json-file``: its final
+    statistics, written after the last request (the CSV files are written once a second)."""
+    entries = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    rows = [_row(f"{entry['method']} {entry['name']}", [entry]) for entry in entries]
+    return _row("total", entries), rows
 
 
 def judge(thresholds: dict, total: Row, rows: list[Row]) -> list[Check]:
