@@ -31,9 +31,13 @@ import uuid
 from pathlib import Path
 from urllib.parse import quote
 
-from locust import FastHttpUser, between, constant_pacing, task
+import locust.stats
+from locust import FastHttpUser, between, constant_pacing, events, task
 
 DATA_ENV = "LUMEN_LOADTEST_DATA"
+FAILURES_ENV = "LUMEN_LOADTEST_FAILURES"  # where the final list of failures goes
+# Locust flushes its CSV files every 10 s: a short run's would be empty. Once a second instead.
+locust.stats.CSV_STATS_FLUSH_INTERVAL_SEC = 1
 
 
 class ScenarioError(Exception):
@@ -175,6 +179,8 @@ class Browser(FastHttpUser):
 
     def on_start(self):
         self.etags: dict[str, str] = {}
+        self.feed()  # a visit lands on the feed and opens a photo
+        self.photo()
 
     @task(4)
     def feed(self):
@@ -443,3 +449,34 @@ def multipart(fields: dict, file: tuple[str, bytes]) -> tuple[bytes, str]:
     )
     out.write(data + f"\r\n--{boundary}--\r\n".encode())
     return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+# --- the final failures ------------------------------------------------------------------------
+
+_environment = []
+
+
+@events.init.add_listener
+def _remember(environment, **_kwargs):
+    _environment.append(environment)
+
+
+@events.quit.add_listener
+def _write_failures(**_kwargs):
+    """Every failure of the run with its count, once the last statistics are in (the quit
+    event comes after the master has its workers' final reports); ``lumen loadtest`` lists
+    the commonest. Set only for the master (or the single process)."""
+    path = os.environ.get(FAILURES_ENV)
+    if not path or not _environment:
+        return
+    errors = _environment[0].runner.stats.errors.values()
+    failures = [
+        {
+            "method": e.method,
+            "name": e.name,
+            "error": e.parse_error(e.error),
+            "count": e.occurrences,
+        }
+        for e in errors
+    ]
+    Path(path).write_text(json.dumps(failures, indent=1), encoding="utf-8")

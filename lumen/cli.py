@@ -626,7 +626,7 @@ def loadtest_run(url, users, spawn_rate, run_time, report, thresholds_path, work
     total, rows = gate.read_stats(done.stats_json)
     checks = gate.judge(limits, total, rows)
     click.echo(gate.table(checks))
-    reasons = gate.failure_reasons(done.failures_csv)
+    reasons = gate.failure_reasons(done.failures_json)
     if reasons:
         click.echo("commonest failures:")
         click.echo("\n".join(reasons))

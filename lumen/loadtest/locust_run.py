@@ -17,6 +17,8 @@ DATA_ENV = "LUMEN_LOADTEST_DATA"  # read by loadtests/locustfile.py
 REPORT_NAME = "report.html"
 CSV_PREFIX = "locust"
 STATS_JSON = "locust"  # Locust adds ".json"
+FAILURES_JSON = "failures.json"
+FAILURES_ENV = "LUMEN_LOADTEST_FAILURES"  # read by loadtests/locustfile.py
 
 
 class LocustError(Exception):
@@ -36,8 +38,8 @@ class Run:
         return self.folder / f"{STATS_JSON}.json"
 
     @property
-    def failures_csv(self) -> Path:
-        return self.folder / f"{CSV_PREFIX}_failures.csv"
+    def failures_json(self) -> Path:
+        return self.folder / FAILURES_JSON
 
 
 def seconds(run_time: str) -> int:
@@ -76,9 +78,10 @@ def run(
     """Run the scenarios for ``run_time``; return where the report and CSV files are."""
     folder.mkdir(parents=True, exist_ok=True)
     result = Run(folder)
-    for stale in (result.html, result.stats_json, result.failures_csv):
+    for stale in (result.html, result.stats_json, result.failures_json):
         stale.unlink(missing_ok=True)
     env = {**env, DATA_ENV: str(Path(data_path).resolve())}
+    master_env = {**env, FAILURES_ENV: str(result.failures_json.resolve())}
     headless = [
         "--host", host,
         "--headless",
@@ -97,7 +100,7 @@ def run(
     try:
         if workers <= 0:
             master = _start(
-                _locust(locustfile, *headless, *user_classes), folder / "locust.log", env
+                _locust(locustfile, *headless, *user_classes), folder / "locust.log", master_env
             )
             procs.append(master)
         else:
@@ -112,7 +115,7 @@ def run(
             master = _start(
                 _locust(locustfile, *headless, *master_args, *user_classes),
                 folder / "locust-master.log",
-                env,
+                master_env,
             )
             procs.append(master)
             worker_args = ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]

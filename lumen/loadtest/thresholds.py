@@ -6,7 +6,6 @@ name of the run) and ``[requests."METHOD name"]`` tables that override it for on
 
 from __future__ import annotations
 
-import csv
 import json
 import tomllib
 from dataclasses import dataclass
@@ -185,14 +184,11 @@ def table(checks: list[Check]) -> str:
     )
 
 
-def failure_reasons(csv_path: Path, most: int = 10) -> list[str]:
-    """The commonest failures of the run (Locust's ``_failures.csv``), most frequent first."""
-    if not Path(csv_path).exists():
+def failure_reasons(json_path: Path, most: int = 10) -> list[str]:
+    """The commonest failures of the run (written by the locustfile when Locust quits), most
+    frequent first."""
+    if not Path(json_path).exists():
         return []
-    with open(csv_path, newline="", encoding="utf-8") as file:
-        lines = list(csv.DictReader(file))
-    lines.sort(key=lambda line: -int(line["Occurrences"]))
-    return [
-        f"{line['Occurrences']:>6} x {line['Method']} {line['Name']}: {line['Error']}"
-        for line in lines[:most]
-    ]
+    failures = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    failures.sort(key=lambda failure: -failure["count"])
+    return [f"{f['count']:>6} x {f['method']} {f['name']}: {f['error']}" for f in failures[:most]]
