@@ -284,6 +284,8 @@ class Member(FastHttpUser):
         self.headers = {"Authorization": f"Bearer {account['token']}"}
         self.mine: list[str] = []
         self.deleted: set[str] = set()
+        self.own_list()  # a member signs in to their list and adds a photo
+        self.upload()
 
     def image(self) -> bytes:
         from PIL import Image, ImageDraw
@@ -326,6 +328,7 @@ class Member(FastHttpUser):
     @task(3)
     def edit(self):
         if not self.mine:
+            self.upload()  # nothing of their own left to edit: a new one
             return
         photo_id = random.choice(self.mine)
         change = {
@@ -344,6 +347,7 @@ class Member(FastHttpUser):
     @task(1)
     def delete(self):
         if not self.mine:
+            self.upload()
             return
         photo_id = self.mine.pop(random.randrange(len(self.mine)))
         with self.client.delete(
