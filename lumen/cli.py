@@ -542,7 +542,9 @@ def _run_time(_ctx, _param, value):
 @click.argument("url", required=False)
 @click.option("--users", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--spawn-rate", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
-@click.option("--run-time", default="1m", show_default=True, callback=_run_time)
+@click.option(
+    "--run-time", default="1m", show_default=True, callback=_run_time, help="e.g. 90s, 5m, 1h30m."
+)
 @click.option(
     "--report",
     type=click.Path(file_okay=False),
@@ -573,14 +575,41 @@ def _run_time(_ctx, _param, value):
     help="With URL: the file of `lumen loadtest prepare` for that deployment.",
 )
 @click.option("--locustfile", default=lambda: _loadtests_file("locustfile.py"), hidden=True)
-@click.option("--members", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Without URL: members the local deployment prepares.")  # fmt: skip
-@click.option("--photos", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Without URL: photos the local deployment prepares.")  # fmt: skip
-@click.option("--server-workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Without URL: gunicorn workers of the local deployment.")  # fmt: skip
-def loadtest_run(url, users, spawn_rate, run_time, report, thresholds_path, workers, data_path,
-                 locustfile, members, photos, server_workers):  # fmt: skip
+@click.option(
+    "--members",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Without URL: members the local deployment prepares.",
+)
+@click.option(
+    "--photos",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Without URL: photos the local deployment prepares.",
+)
+@click.option(
+    "--server-workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Without URL: gunicorn workers of the local deployment.",
+)
+def loadtest_run(
+    url,
+    users,
+    spawn_rate,
+    run_time,
+    report,
+    thresholds_path,
+    workers,
+    data_path,
+    locustfile,
+    members,
+    photos,
+    server_workers,
+):
     """Run the scenarios headless against URL (without URL: a local deployment of its own),
     write the report, print each threshold with its measured value, exit 1 if one is broken."""
     import importlib.util
@@ -619,8 +648,18 @@ def loadtest_run(url, users, spawn_rate, run_time, report, thresholds_path, work
             + f"; scenarios: {', '.join(classes)}"
         )
         try:
-            done = run(Path(locustfile), url, Path(data_path), folder, users, spawn_rate,
-                       run_time, workers, classes, dict(os.environ))  # fmt: skip
+            done = run(
+                Path(locustfile),
+                url,
+                Path(data_path),
+                folder,
+                users,
+                spawn_rate,
+                run_time,
+                workers,
+                classes,
+                dict(os.environ),
+            )
         except LocustError as exc:
             fail(str(exc), code=1)
     total, rows = gate.read_stats(done.stats_json)
