@@ -226,6 +226,26 @@ def test_fresh_local_deployment_passes_with_zero_failures(tmp_path):
 
 
 @pytest.mark.slow
+def test_without_postgresql_and_redis_the_local_deployment_is_sqlite(tmp_path):
+    closed = free_port()  # nothing listens there: neither answers
+    env = service_env(
+        LUMEN_LOADTEST_PG=f"postgresql://postgres@127.0.0.1:{closed}/postgres",
+        LUMEN_LOADTEST_REDIS=f"redis://127.0.0.1:{closed}/0",
+    )
+    report = tmp_path / "report"
+    done = run_lumen(
+        "loadtest", "--users", "6", "--spawn-rate", "6", "--run-time", "10s", "--members", "3",
+        "--photos", "20", "--report", str(report),
+        "--thresholds", str(generous(tmp_path / "t.toml")), env=env, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "SQLite, no Redis, every plugin" in done.stdout
+    measured = stats(report)
+    assert measured["GET /api/v1/locations?q="]["num_requests"] > 0
+    assert sum(e["num_failures"] for e in measured.values()) == 0
+
+
+@pytest.mark.slow
 def test_impossible_thresholds_fail_the_gate_naming_them(tmp_path):
     impossible = write_thresholds(
         tmp_path / "impossible.toml",
