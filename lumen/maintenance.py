@@ -178,9 +178,11 @@ def seed(
     seed_value: int = 1,
     private_share: float = 0.2,
     progress: bool = True,
+    owners: list | None = None,
 ) -> tuple[int, int]:
     """Create ``users`` users (password ``seeded-user-password``) and ``photos`` photos spread
-    over them, with real image files. Returns (users, photos) created."""
+    over them (or over the existing users ``owners``, ids), with real image files. Returns
+    (users, photos) created."""
     rng = random.Random(seed_value)
     storage, thumb_size = lumen.storage, lumen.settings.thumbnail_size
     max_pixels = int(lumen.settings.max_image_megapixels * 1e6)
@@ -197,7 +199,9 @@ def seed(
         ]
         session.add_all(made)
         session.flush()
-        owners = [u.id for u in made] or session.scalars(select(User.id).limit(1000)).all()
+        owners = (
+            owners or [u.id for u in made] or session.scalars(select(User.id).limit(1000)).all()
+        )
     if not owners:
         raise ValueError("no users to own the photos: seed some users too")
     now = utcnow()
