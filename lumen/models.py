@@ -95,7 +95,9 @@ class Photo(Base):
         # The lists' keyset order (created_at, id) within each of their equality filters, so
         # a page at any depth is an index range read (lumen.photo_lists).
         Index("ix_photos_visibility_created_id", "visibility", "created_at", "id"),
-        Index("ix_photos_owner_visibility_created_id", "owner_id", "visibility", "created_at", "id"),
+        Index(
+            "ix_photos_owner_visibility_created_id", "owner_id", "visibility", "created_at", "id"
+        ),
         Index(
             "ix_photos_location_visibility_created_id",
             "location_id",

@@ -11,6 +11,7 @@ COUNT(*) and ``--fix`` computes them again.
 from __future__ import annotations
 
 from sqlalchemy import delete, func, insert, literal, select, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -48,7 +49,7 @@ def owner_counts(session: Session, owner_id) -> dict[str, int]:
 # --- checking and repairing ----------------------------------------------------------------------
 
 
-def _counted(session: Session) -> tuple[dict, dict]:
+def _counted(session) -> tuple[dict, dict]:
     owners = {
         (str(owner), visibility): n
         for owner, visibility, n in session.execute(
@@ -63,7 +64,7 @@ def _counted(session: Session) -> tuple[dict, dict]:
     return owners, totals
 
 
-def _kept(session: Session) -> tuple[dict, dict]:
+def _kept(session) -> tuple[dict, dict]:
     owners = {
         (str(owner), visibility): n
         for owner, visibility, n in session.execute(
@@ -86,14 +87,14 @@ def _differences(counted: dict, kept: dict, name) -> list[str]:
     ]
 
 
-def wrong_counters(session: Session) -> list[str]:
+def wrong_counters(engine: Engine) -> list[str]:
     """Every counter that differs from COUNT(*) over the photos, said in a line each. The
     counts and the counters are read in one snapshot (REPEATABLE READ on PostgreSQL; a read
     transaction is one snapshot on SQLite), so concurrent writes do not show as differences."""
-    if session.bind.dialect.name == "postgresql":
-        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-    counted_owners, counted_totals = _counted(session)
-    kept_owners, kept_totals = _kept(session)
+    options = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
+    with engine.connect().execution_options(**options) as connection, connection.begin():
+        counted_owners, counted_totals = _counted(connection)
+        kept_owners, kept_totals = _kept(connection)
     return _differences(
         counted_totals, {k: int(v) for k, v in kept_totals.items()}, lambda v: f"photos {v}"
     ) + _differences(counted_owners, kept_owners, lambda key: f"user {key[0]} photos {key[1]}")
@@ -109,8 +110,6 @@ def refill(session: Session) -> None:
     by_owner = select(Photo.owner_id, Photo.visibility, func.count()).group_by(
         Photo.owner_id, Photo.visibility
     )
-    session.execute(
-        insert(OwnerPhotoCount).from_select(["owner_id", "visibility", "n"], by_owner)
-    )
+    session.execute(insert(OwnerPhotoCount).from_select(["owner_id", "visibility", "n"], by_owner))
     by_visibility = select(Photo.visibility, literal(0), func.count()).group_by(Photo.visibility)
     session.execute(insert(PhotoTotal).from_select(["visibility", "shard", "n"], by_visibility))
