@@ -33,15 +33,16 @@ TARGET_RATIO = 1.5
 
 
 def users_for(photos: int) -> int:
-    # 1,000 photos per user at the large size (1,000 image files), 10 users at the least.
-    return max(10, photos // 1000)
+    # 200 photos per user (so a pool of 200 image files, made in a second or two), 10 users
+    # at the least.
+    return max(10, photos // 200)
 
 
 def deep_cursor(lumen, viewer, photos_seen: int) -> tuple[str | None, int]:
     """The cursor of page DEEP_PAGE of the list ``viewer`` sees (or of its last page when it
     is shorter), and the page's number. Read once, in the set-up, by offset."""
     with lumen.Session() as session:
-        total = session.scalar(photo_lists.total_query(viewer))
+        total = int(session.scalar(photo_lists.total_query(viewer)))
         page_number = min(DEEP_PAGE, max(1, (total - 1) // PER_PAGE + 1))
         skip = (page_number - 1) * PER_PAGE
         if skip == 0:
