@@ -34,10 +34,11 @@ FILL = [
 # PostgreSQL: statement-level triggers over the statement's transition tables, so a COPY of a
 # million rows (lumen seed --bulk) costs one grouped upsert, not a million. Every change is
 # an increment in place (n = n + delta, under the row lock), never a read then a write: no
-# update is lost between concurrent writers. Totals go to one shard of eight picked per
-# statement, so concurrent uploads rarely wait on the same row; owner rows are upserted in
-# key order, so two statements cannot lock them in opposite orders.
-_PG_SHARD = "(SELECT floor(random() * 8)::int)"
+# update is lost between concurrent writers. Totals go to one shard of eight, picked by the
+# transaction's id: concurrent uploads rarely wait on the same row, and all the statements of
+# one transaction use the same shard, so two transactions cannot lock shards in opposite
+# orders. Owner rows are upserted in key order, for the same reason within a statement.
+_PG_SHARD = "mod(txid_current(), 8)::int"
 _PG_OWNERS_UPSERT = (
     "INSERT INTO owner_photo_counts AS c (owner_id, visibility, n) "
     "SELECT owner_id, visibility, n FROM delta ORDER BY owner_id, visibility "
