@@ -22,6 +22,7 @@ from lumen.bulk_seed import bulk_seed, file_pool_size
 from lumen.maintenance import check_storage
 from lumen.models import OwnerPhotoCount, Photo, User
 from lumen.resources.paging import MAX_OFFSET, Cursor, Page
+from tests.conftest import multipart
 
 pytestmark = pytest.mark.integration
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -164,10 +165,58 @@ def test_totals_through_the_api_follow_every_kind_of_write(client, api, app):
         )
 
 
+def test_counters_stay_exact_under_concurrent_requests(client, api, app):
+    """The same through the API: threads upload, edit the visibility of and delete their
+    photos at once (real upload path: files, quotas, locks, events)."""
+    users = [api.user() for _ in range(2)]
+    errors = []
+
+    def work(seed: int):
+        rng, mine = random.Random(seed), []
+        user = users[seed % 2]
+        try:
+            for step in range(8):
+                if step < 4 or not mine:
+                    image = jpeg_of(seed * 16 + step + 1)
+                    body, content_type = multipart({"file": ("p.jpg", image)})
+                    headers = {**user["headers"], "Content-Type": content_type}
+                    made = client.simulate_post("/api/v1/photos", body=body, headers=headers)
+                    assert made.status_code == 201, made.text
+                    mine.append(made.json["id"])
+                elif rng.random() < 0.5:
+                    gone = client.simulate_delete(
+                        f"/api/v1/photos/{mine.pop()}", headers=user["headers"]
+                    )
+                    assert gone.status_code == 204, gone.text
+                else:
+                    edited = client.simulate_patch(
+                        f"/api/v1/photos/{rng.choice(mine)}",
+                        json={"visibility": rng.choice(("public", "private"))},
+                        headers=user["headers"],
+                    )
+                    assert edited.status_code == 200, edited.text
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert photo_counts.wrong_counters(app.lumen.engine) == []
+    with app.lumen.Session() as session:
+        everything = session.scalar(select(func.count()).select_from(Photo))
+        assert 8 <= everything < 16  # 16 uploads, some deleted
+        assert int(client.simulate_get("/api/v1/photos").headers["x-total-count"]) == (
+            true_counts(session)
+        )
+
+
 def jpeg_of(n: int) -> bytes:
     from tests.conftest import jpeg
 
-    return jpeg(color=(n * 40 % 256, 10, 200))
+    return jpeg(color=(n % 256, n * 37 % 256, 200))  # distinct bytes for n < 256
 
 
 def test_storage_check_finds_wrong_counters_and_fix_repairs_them(app):
