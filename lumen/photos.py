@@ -16,7 +16,7 @@ from sqlalchemy import func, select, union, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from lumen import events, images
+from lumen import events, images, photo_lists
 from lumen.caching import CachedRead
 from lumen.errors import invalid
 from lumen.models import Photo, User
@@ -56,13 +56,14 @@ def photo_read(lumen, session: Session, photo_id) -> CachedRead:
 
 def list_read(lumen, session: Session, viewer, page: Page, owner_id, location_id) -> CachedRead:
     """A page of photos, with its key and tags when it is worth caching (key None: it is not:
-    filtered by place, a signed-in caller's mixed list, or beyond the first pages)."""
+    filtered by place, a signed-in caller's mixed list, beyond the first pages, or a cursor's
+    page, whose positions are as many as the photos)."""
 
     def load():
         return list_photos(lumen, session, viewer, page, owner_id, location_id)
 
     key, tags = None, ()
-    if location_id is None and page.offset < MAX_CACHED_OFFSET:
+    if location_id is None and page.cursor is None and page.offset < MAX_CACHED_OFFSET:
         if owner_id is None and viewer is None:
             key, tags = f"photos:public:{page.limit}:{page.offset}", (PUBLIC_PHOTOS_TAG,)
         elif owner_id is not None:
@@ -226,23 +227,12 @@ def visible_record(lumen, session: Session, photo_id, viewer) -> dict:
 
 
 def list_photos(lumen, session: Session, viewer, page: Page, owner_id=None, location_id=None):
-    """A page of the photos ``viewer`` may see, newest first, and their total."""
-    where = [visible_to(viewer)]
-    if owner_id is not None:
-        where.append(Photo.owner_id == owner_id)
-    if location_id is not None:
-        where.append(Photo.location_id == location_id)
-    total = session.scalar(select(func.count()).select_from(Photo).where(*where))
-    photos = session.scalars(
-        select(Photo)
-        .where(*where)
-        .order_by(Photo.created_at.desc(), Photo.id.desc())
-        .limit(page.limit)
-        .offset(page.offset)
-    ).all()
+    """A page of the photos ``viewer`` may see, newest first, their total, and whether the
+    list goes on past the page (``more``, in the direction the page was read)."""
+    photos, more, total = photo_lists.read_page(session, viewer, page, owner_id, location_id)
     # Rendered for this viewer: each cached list is read by one kind of viewer only (its key
     # says which: anonymous, the owner, or anyone but the owner).
-    return {"items": render(lumen, photos, viewer), "total": total}
+    return {"items": render(lumen, photos, viewer), "total": total, "more": more}
 
 
 def visible_page(lumen, session: Session, viewer, page: Page, owner_id=None, location_id=None):

@@ -35,7 +35,7 @@ PG_ADMIN_URL = os.environ.get(
 REDIS_TEST_URL = os.environ.get("LUMEN_TEST_REDIS", "redis://127.0.0.1:6379/15")
 BACKENDS = os.environ.get("LUMEN_TEST_BACKENDS", "sqlite,postgresql").split(",")
 # Core tables, children first; plugins that own tables clean their own in their tests.
-CORE_TABLES = ("tokens", "photos", "users", "maintenance")
+CORE_TABLES = ("tokens", "photos", "users", "maintenance", "owner_photo_counts", "photo_totals")
 
 
 def pytest_collection_modifyitems(items):

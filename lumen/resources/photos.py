@@ -9,7 +9,7 @@ import os
 import falcon
 from falcon.util import BufferedReader
 
-from lumen import photos
+from lumen import photo_lists, photos
 from lumen.auth import require_user
 from lumen.errors import invalid
 from lumen.models import MAX_INTEGER
@@ -72,13 +72,22 @@ def upload_form(req, limit: int):
 
 
 def serve_list(lumen, req, resp, path: str, owner_id=None, query=None) -> None:
-    page = Page.from_request(req)
+    page = Page.keyset_from_request(req)
     location_id = int_param(req, "location_id", None, 1, MAX_INTEGER)
     result = photos.visible_page(
         lumen, req.context.db, req.context.user, page, owner_id, location_id
     )
-    page.respond(
-        resp, result["items"], result["total"], path, {**(query or {}), "location_id": location_id}
+    items, total = result["items"], result["total"]
+    # An entry cached before ``more`` was kept says it through the total.
+    more = result.get("more", page.offset + len(items) < total)
+    page.respond_keyset(
+        resp,
+        items,
+        total,
+        more,
+        photo_lists.key_of,
+        path,
+        {**(query or {}), "location_id": location_id},
     )
 
 
