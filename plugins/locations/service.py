@@ -4,6 +4,7 @@ search LRU and its metrics; and the operations the hooks and resources call."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import logging
 import os
@@ -79,7 +80,8 @@ class Locations:
         """The answer to a validated search (query.parse_search)."""
         self.require_data()
         hits = self._cached_search.cache_info().hits
-        answer = self._cached_search(query)
+        # Keyed by what is searched: "Zürich" and "zurich" are one entry.
+        answer = self._cached_search(dataclasses.replace(query, text=query.folded))
         if self.searches_counter is not None:
             self.searches_counter.inc()
             if self._cached_search.cache_info().hits > hits:

@@ -266,3 +266,13 @@ def test_cities_without_a_typo_index_are_searched_with_a_warning(tmp_path, caplo
         assert locations.search(parse_search({"q": "berln"}))[0]["name"] == "Berlin"
     finally:
         lumen.shutdown()
+
+
+def test_the_lru_is_keyed_by_the_folded_query(make_app, imported):
+    app = make_app(LUMEN_PLUGINS="locations", LOCATION_CACHE_SIZE="10")
+    client = falcon.testing.TestClient(app)
+    assert find(client, "Zürich") == find(client, "zurich") == find(client, "ZURICH")
+    info = app.lumen.state["locations"].cache_info()
+    assert (info.hits, info.misses) == (2, 1)
+    find(client, "zurich", lat="47.4", lon="8.5")  # another key
+    assert app.lumen.state["locations"].cache_info().misses == 2
