@@ -171,12 +171,15 @@ class TcpProxy:
 # --- requests over HTTP ---------------------------------------------------------------------------
 
 
+CUT = -1  # the answer began and was cut short (its server died while sending it)
+
+
 @dataclass
 class Answer:
     label: str
     started: float
     elapsed: float
-    status: int  # 0: no HTTP answer at all (refused, reset, timed out)
+    status: int  # 0: no HTTP answer at all (refused, reset, timed out); CUT: cut short
     headers: dict = field(default_factory=dict)
     body: object = None
 
@@ -228,7 +231,9 @@ class Loop:
             try:
                 status, headers, body = call()
             except OSError:
-                status, headers, body = 0, {}, None
+                status, headers, body = 0, {}, None  # no answer: refused, reset, timed out
+            except http.client.HTTPException:
+                status, headers, body = CUT, {}, None
             answer = Answer(label, started, time.monotonic() - started, status, headers, body)
             with self._lock:
                 self.answers.append(answer)

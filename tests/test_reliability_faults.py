@@ -42,10 +42,11 @@ postgresql_only = pytest.mark.parametrize("backend", ["postgresql"], indirect=Tr
 
 def figures(name: str, answers, **extra) -> None:
     """One line per fault, for docs/reliability.md."""
-    failed = sum(a.status == 0 or a.status >= 500 for a in answers)
-    slowest = max((a.elapsed for a in answers), default=0)
-    extra_text = " ".join(f"{k}={v}" for k, v in extra.items())
-    print(f"\nFIGURES {name}: sent={len(answers)} failed={failed} max_s={slowest:.3f} {extra_text}")
+    if answers:
+        failed = sum(a.status == 0 or a.status >= 500 for a in answers)
+        slowest = max(a.elapsed for a in answers)
+        extra = {"sent": len(answers), "failed": failed, "max_s": f"{slowest:.3f}", **extra}
+    print(f"\nFIGURES {name}: " + " ".join(f"{k}={v}" for k, v in extra.items()))
 
 
 @pytest.fixture

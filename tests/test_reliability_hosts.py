@@ -30,6 +30,7 @@ from tests.conftest import (
     wait_for_port,
 )
 from tests.faults import (
+    CUT,
     Loop,
     TcpProxy,
     json_request,
@@ -127,17 +128,16 @@ backend hosts
 
 @pytest.fixture
 def haproxy(tmp_path):
-    procs = []
+    procs, logs = [], []
 
     def start(servers: list[tuple[str, int]]):
         port = free_port()
         lines = "\n".join(f"    server h{i} {h}:{p} check" for i, (h, p) in enumerate(servers))
         config = tmp_path / "haproxy.cfg"
         config.write_text(HAPROXY.format(port=port, servers=lines))
+        logs.append(open(tmp_path / "haproxy.log", "wb"))
         proc = subprocess.Popen(
-            ["haproxy", "-db", "-f", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(tmp_path / "haproxy.log", "wb"),
+            ["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=logs[-1]
         )
         procs.append(proc)
         until(lambda: _answers(("127.0.0.1", port)), "HAProxy never answered", timeout=30)
@@ -147,6 +147,8 @@ def haproxy(tmp_path):
     for proc in procs:
         proc.terminate()
         proc.wait(timeout=10)
+    for log in logs:
+        log.close()
 
 
 def _answers(base) -> bool:
@@ -284,10 +286,19 @@ def test_two_hosts_behind_haproxy_share_cache_lru_and_limits_and_lose_no_retryab
             time.sleep(4.0)
         finally:
             reads.stop()
-        failed = [(x.label, x.status) for x in reads.answers if x.status != 200]
+        # What HAProxy cannot retry: an answer the killed host had begun to send (gunicorn
+        # writes the head and the body apart), at most one per worker of that host.
+        cut = [x for x in reads.answers if x.status == CUT]
+        failed = [(x.label, x.status) for x in reads.answers if x.status not in (200, CUT)]
         assert failed == []
+        assert len(cut) <= 2
         assert len(reads.between(killed_at, killed_at + 4.0)) > 20
-        figures("two hosts: one host SIGKILLed mid-run", reads.answers)
+        figures(
+            "two hosts: one host SIGKILLed mid-run",
+            reads.answers,
+            failed_retryable=len(failed),
+            cut_mid_answer=len(cut),
+        )
     finally:
         engine.dispose()
 
@@ -357,15 +368,15 @@ def test_a_representative_part_of_the_suite_passes_behind_pgbouncer(pgbouncer, t
     selection = [
         "tests/resources/test_photos.py",
         "tests/plugins/test_cache.py",
-        "tests/plugins/test_health.py",
+        "tests/plugins/test_health.py::test_health_gathers_the_core_checks_in_the_ietf_shape",
+        "tests/plugins/test_health.py::test_probes_skip_authentication_and_open_no_session",
+        "tests/plugins/test_health.py::"
+        "test_an_unreachable_database_fails_health_and_readyz_in_time_and_they_recover",
         "tests/test_pool.py::test_db_pool_class_null_opens_and_closes_a_connection_per_request",
     ]
     result = subprocess.run(
         ["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:cov",
          "-o", "addopts=", "-m", "not slow and not browser",
-         # The pool figures of a QueuePool: a NullPool keeps none (the health check says so).
-         "--deselect", "tests/plugins/test_health.py::"
-         "test_pool_warns_when_nearly_every_connection_is_checked_out[postgresql]",
          *selection],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
