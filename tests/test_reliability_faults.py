@@ -5,6 +5,7 @@ its connection limit. Each test prints its figures (docs/reliability.md quotes t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -47,6 +48,11 @@ def figures(name: str, answers, **extra) -> None:
         slowest = max(a.elapsed for a in answers)
         extra = {"sent": len(answers), "failed": failed, "max_s": f"{slowest:.3f}", **extra}
     print(f"\nFIGURES {name}: " + " ".join(f"{k}={v}" for k, v in extra.items()))
+
+
+def access_log(server) -> list[dict]:
+    """The server's JSON access lines."""
+    return [json.loads(line) for line in server.log().splitlines() if line.startswith('{"remote"')]
 
 
 @pytest.fixture
@@ -224,10 +230,12 @@ def test_postgresql_away_is_503_with_retry_after_only_while_away_and_the_pool_re
         recovery[window] = max(failed_after, default=0.0)
         assert recovery[window] < 1.5, (window, failed_after)
     assert all(a.status == 200 for a in outside if a.started < windows["down"][0])
-    # A server that takes the connection and never answers costs DB_CONNECT_TIMEOUT, not the
-    # worker's timeout.
-    held = loop.between(*windows["not answering"])
-    assert max(a.elapsed for a in held) < connect_timeout + 2.5
+    # A server that takes the connection and never answers costs a request DB_CONNECT_TIMEOUT,
+    # not the worker's timeout (what a client waits adds its turn in the queue of two workers).
+    worst_503_s = max(
+        entry["duration_us"] / 1e6 for entry in access_log(server) if entry["status"] == 503
+    )
+    assert connect_timeout - 0.1 < worst_503_s < connect_timeout + 1.0
     assert captions.stale == []
     # Back to idle: no connection left checked out or in a transaction, none beyond the pools.
     until(
@@ -245,7 +253,12 @@ def test_postgresql_away_is_503_with_retry_after_only_while_away_and_the_pool_re
             answered_503=sum(a.status == 503 for a in during),
             recovery_s=f"{recovery[window]:.2f}",
         )
-    figures("postgresql whole run", answers, connections_after=len(left))
+    figures(
+        "postgresql whole run",
+        answers,
+        connections_after=len(left),
+        slowest_503_in_server_s=f"{worst_503_s:.2f}",
+    )
 
 
 @pytest.fixture

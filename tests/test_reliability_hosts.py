@@ -367,7 +367,17 @@ def test_a_representative_part_of_the_suite_passes_behind_pgbouncer(pgbouncer, t
     }
     selection = [
         "tests/resources/test_photos.py",
-        "tests/plugins/test_cache.py",
+        *(
+            f"tests/plugins/test_cache.py::{name}"
+            for name in (
+                "test_a_photo_is_served_from_the_cache_until_it_changes",
+                "test_lists_and_profiles_are_cached_per_viewer",
+                "test_absent_rows_are_not_cached",
+                "test_each_event_invalidates_exactly_the_entries_of_the_docs_table",
+                "test_a_reader_that_loaded_the_old_row_cannot_store_it_after_the_write",
+                "test_warm_up_loads_the_newest_public_photos_in_batches",
+            )
+        ),
         "tests/plugins/test_health.py::test_health_gathers_the_core_checks_in_the_ietf_shape",
         "tests/plugins/test_health.py::test_probes_skip_authentication_and_open_no_session",
         "tests/plugins/test_health.py::"
