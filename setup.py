@@ -23,6 +23,7 @@ TEST_REQUIRES = [
     "wheel",  # builds the third-party plugin package in the plugin test
     "openapi-spec-validator>=0.7",
     "schemathesis>=4.0",  # property-based requests against /openapi.json
+    "psutil>=5.9",  # the reliability tests find the worker that holds a connection, and kill it
 ]
 
 LOAD_REQUIRES = ["locust>=2.20"]

@@ -466,8 +466,19 @@ def _insert(lumen, session: Session, owner, incoming, thumb, public, info, data:
 
 
 def owned_photo(session: Session, photo_id, caller) -> Photo:
-    """The caller's photo: 404 if they may not see it, 403 if they see it but do not own it."""
-    photo = session.get(Photo, photo_id)
+    """The caller's photo, locked until the transaction ends (it is about to be changed): 404
+    if they may not see it, 403 if they see it but do not own it.
+
+    Without the lock an edit and a delete of one photo could both read it, and the one that
+    wrote second matched no row: a 500 (StaleDataError). Locked, the second waits for the
+    first and then finds the photo as it left it (gone: 404). PostgreSQL locks the row;
+    SQLite has no row locks, so a write that changes nothing takes its write lock first."""
+    if session.get_bind().dialect.name == "sqlite":
+        no_op = update(Photo).where(Photo.id == photo_id).values(updated_at=Photo.updated_at)
+        session.execute(no_op.execution_options(synchronize_session=False))
+        photo = session.get(Photo, photo_id, populate_existing=True)
+    else:
+        photo = session.get(Photo, photo_id, with_for_update=True, populate_existing=True)
     if photo is None or not may_see(caller, photo.owner_id, photo.visibility):
         raise not_found()
     if photo.owner_id != caller.id:

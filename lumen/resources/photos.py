@@ -3,6 +3,7 @@ the domain (lumen.photos) does the work, JSON out."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 
@@ -47,6 +48,11 @@ class _LimitedInput:
         if self.received > self.limit:
             raise TooLarge()
         return chunk
+
+
+def storage_full(exc: BaseException) -> bool:
+    """The disk (or the user's disk quota) is full: ENOSPC or EDQUOT, wherever it was met."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def upload_form(req, limit: int):
@@ -137,6 +143,15 @@ class PhotosResource:
                 incoming.discard()
             if isinstance(exc, TooLarge):
                 raise too_large from None
+            if storage_full(exc):
+                # Whatever was written is gone: the temporary file above, kept files with the
+                # rollback. The volume, not a quota: the operator must make room.
+                log.error("storage volume full", extra={"error": str(exc)})
+                raise falcon.HTTPError(
+                    falcon.HTTP_507,
+                    title="Insufficient storage",
+                    description="file: the storage volume (STORAGE_PATH) is full",
+                ) from None
             raise
         resp.status = falcon.HTTP_201
         resp.location = f"/api/v1/photos/{photo.id}"
