@@ -253,9 +253,12 @@ class Searcher(FastHttpUser):
             assert isinstance(results, list), "no results list"
             assert results, f"no city for {typed!r}"
             prefix = fold(typed)
-            for result in results:
-                matched = fold(result.get("matched_name") or "")
-                assert matched.startswith(prefix), f"{result.get('name')!r} for {typed!r}"
+            # Names that start with what was typed come first; after them, from four letters
+            # on, the server may add names within one or two typos of it.
+            starts = [fold(r.get("matched_name") or "").startswith(prefix) for r in results]
+            assert starts[0] or len(prefix) >= 4, f"{results[0].get('name')!r} for {typed!r}"
+            assert starts == sorted(starts, reverse=True), f"a typo ranked first for {typed!r}"
+            assert all(starts) or len(prefix) >= 4, f"a typo for {typed!r}, under four letters"
             found.append(any(result.get("id") == city["id"] for result in results))
             assert found[0] or not whole, f"{city['name']} ({city['id']}) not found by its name"
 

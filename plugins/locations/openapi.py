@@ -51,7 +51,8 @@ def document(spec) -> None:
             {"type": "string", "pattern": COUNTRY_PATTERN},
             f"Only cities of these countries: 1 to {MAX_COUNTRIES} ISO 3166-1 alpha-2 codes "
             "separated by commas (`fr,be`).",
-            example="fr,be",
+            # No example: the explorer fills examples in, and a filter the user did not ask
+            # for would empty the answer.
         ),
         _query(
             "lat",
