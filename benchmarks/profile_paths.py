@@ -38,15 +38,20 @@ from lumen.config import load_settings  # noqa: E402
 
 
 class Caller:
-    """Calls a WSGI app with prepared environs (cycled), counting non-2xx answers."""
+    """Calls a WSGI app with prepared environs (cycled), counting non-2xx answers. Requests
+    come from 254 addresses of 203.0.113.0/24 in turn: each address's rate-limit counter stays
+    as short as a real client's, as it would not if every request came from one."""
 
     def __init__(self, app, paths: tuple[str, ...], headers: dict[str, str] | None = None):
         self.app = app
         self.environs = [
             falcon.testing.create_environ(
-                path=path.partition("?")[0], query_string=path.partition("?")[2], headers=headers
+                path=path.partition("?")[0],
+                query_string=path.partition("?")[2],
+                headers=headers,
+                remote_addr=f"203.0.113.{n % 254 + 1}",
             )
-            for path in paths
+            for n, path in enumerate(paths * max(1, 254 // len(paths)))
         ]
         self.cycle = itertools.cycle(self.environs)
         self.non_2xx = 0

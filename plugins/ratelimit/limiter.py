@@ -217,11 +217,15 @@ class Counters:
 
     def _pipeline(self, ops: list[Op], now: float) -> list:
         prefixed = self.redis_storage.prefixed_key
+        calls = [
+            (prefixed(op.key), now, op.policy.item.amount, op.policy.item.get_expiry(), op.cost)
+            for op in ops
+        ]
+        if len(calls) == 1:  # most requests: a pipeline object would cost more than it saves
+            return [self.client.evalsha(CHARGE_AND_READ_SHA, 1, *calls[0])]
         pipe = self.client.pipeline(transaction=False)
-        for op in ops:
-            item = op.policy.item
-            args = (now, item.amount, item.get_expiry(), op.cost)
-            pipe.evalsha(CHARGE_AND_READ_SHA, 1, prefixed(op.key), *args)
+        for call in calls:
+            pipe.evalsha(CHARGE_AND_READ_SHA, 1, *call)
         return pipe.execute()
 
     # --- marks: "this address logged in to this account" ------------------------------------

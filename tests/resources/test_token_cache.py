@@ -5,34 +5,25 @@ is refused."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from datetime import timedelta
 
 import falcon.testing
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from lumen.models import Token, utcnow
 from tests.conftest import Api, free_port
+from tests.resources.test_tokens import statements, token_updates
 
 pytestmark = pytest.mark.integration
 
 
-@contextlib.contextmanager
 def token_reads(engine):
     """The SELECTs that read tokens, run meanwhile."""
-    seen = []
-
-    def note(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("SELECT") and "FROM tokens" in statement:
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
+    return statements(
+        engine, lambda sql: sql.lstrip().upper().startswith("SELECT") and "FROM tokens" in sql
+    )
 
 
 @pytest.fixture
@@ -90,16 +81,9 @@ def test_a_token_last_used_within_the_minute_is_not_written_again(cached):
     app, client, api = cached
     user = api.user()
     me = f"/api/v1/users/{user['id']}"
-    writes = []
-    event.listen(
-        app.lumen.engine,
-        "before_cursor_execute",
-        lambda conn, cur, statement, *args: (
-            writes.append(statement) if statement.upper().startswith("UPDATE TOKENS") else None
-        ),
-    )
-    for _ in range(4):
-        assert client.simulate_get(me, headers=user["headers"]).status_code == 200
+    with token_updates(app.lumen.engine) as writes:
+        for _ in range(4):
+            assert client.simulate_get(me, headers=user["headers"]).status_code == 200
     assert len(writes) == 1
 
 
