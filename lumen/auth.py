@@ -118,7 +118,7 @@ def token_cache_of(lumen) -> TokenCache | None:
     return cache
 
 
-def revoke_all_tokens(lumen, session: Session, user) -> int:
+def revoke_all_tokens(lumen, session: Session, user: Caller) -> int:
     """Delete every token of the user (every session, this one too); returns how many."""
     revoking(lumen, session)
     result = session.execute(
@@ -133,7 +133,7 @@ def unauthorized(description: str) -> falcon.HTTPUnauthorized:
     )
 
 
-def require_user(req: falcon.Request) -> User:
+def require_user(req: falcon.Request) -> Caller:
     """The caller, or a 401 for an anonymous request."""
     if req.context.user is None:
         raise unauthorized("Authorization: a valid bearer token is required")

@@ -118,13 +118,15 @@ def run_lumen(*args: str, env: dict[str, str], cwd, timeout: float = 120):
 
 
 @pytest.fixture
-def environ(backend, tmp_path) -> dict[str, str]:
+def environ(backend, tmp_path, redis_prefix) -> dict[str, str]:
     """The environment a test's app is built from; tests add to it before building the app."""
     return {
         "DATABASE_URL": backend[1],
         "STORAGE_PATH": str(tmp_path / "storage"),
         "LUMEN_PLUGINS": "none",
         "LOCATION_CACHE_SIZE": "0",
+        # With REDIS_URL: the token cache's key under the test's own prefix.
+        "TOKEN_CACHE_KEY": f"{redis_prefix}:tokens",
     }
 
 

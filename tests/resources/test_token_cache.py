@@ -27,8 +27,8 @@ def token_reads(engine):
 
 
 @pytest.fixture
-def cached(make_app, redis_url, redis_prefix):
-    app = make_app(REDIS_URL=redis_url, TOKEN_CACHE_KEY=f"{redis_prefix}:tokens")
+def cached(make_app, redis_url, redis_client):  # redis_client: removes the keys after
+    app = make_app(REDIS_URL=redis_url)
     client = falcon.testing.TestClient(app)
     return app, client, Api(client)
 
