@@ -125,8 +125,9 @@ def environ(backend, tmp_path, redis_prefix) -> dict[str, str]:
         "STORAGE_PATH": str(tmp_path / "storage"),
         "LUMEN_PLUGINS": "none",
         "LOCATION_CACHE_SIZE": "0",
-        # With REDIS_URL: the token cache's key under the test's own prefix.
-        "TOKEN_CACHE_KEY": f"{redis_prefix}:tokens",
+        # With REDIS_URL: the token cache's key, beside the test's prefix (not under it, where
+        # the cache plugin's tests count their own keys); redis_client removes it.
+        "TOKEN_CACHE_KEY": f"{redis_prefix}-tokens",
     }
 
 

@@ -49,7 +49,7 @@ def signed_in_until_both_workers_served(server, headers, path) -> set[int]:
 def test_a_token_revoked_on_one_worker_is_refused_at_once_on_another(
     backend, clean_db, gunicorn_server, environ, redis_url, redis_client, revoke
 ):
-    env = {**environ, "REDIS_URL": redis_url}  # TOKEN_CACHE_KEY: under the test's prefix
+    env = {**environ, "REDIS_URL": redis_url}  # TOKEN_CACHE_KEY: beside the test's prefix
     server = gunicorn_server(env, workers=2)
     status, _, user = request(
         server, "POST", "/api/v1/users", {"username": "revoker", "password": PASSWORD}
