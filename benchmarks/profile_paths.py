@@ -32,27 +32,30 @@ from tqdm import tqdm  # noqa: E402
 
 from benchmarks import bare_app  # noqa: E402
 from benchmarks.harness import RESULTS, write_results  # noqa: E402
-from benchmarks.paths import CONFIGS, REDIS_URL, scenario  # noqa: E402
+from benchmarks.paths import ADDRESSES, CONFIGS, REDIS_URL, scenario  # noqa: E402
 from lumen.app import create_app  # noqa: E402
 from lumen.config import load_settings  # noqa: E402
 
 
 class Caller:
     """Calls a WSGI app with prepared environs (cycled), counting non-2xx answers. Requests
-    come from 254 addresses of 203.0.113.0/24 in turn: each address's rate-limit counter stays
-    as short as a real client's, as it would not if every request came from one."""
+    come from the addresses of benchmarks.paths in turn, and with ``tokens`` from each member
+    in turn, as under targets_bench."""
 
-    def __init__(self, app, paths: tuple[str, ...], headers: dict[str, str] | None = None):
+    def __init__(self, app, paths: tuple[str, ...], tokens: list[str] | tuple = ()):
         self.app = app
-        self.environs = [
-            falcon.testing.create_environ(
-                path=path.partition("?")[0],
-                query_string=path.partition("?")[2],
-                headers=headers,
-                remote_addr=f"203.0.113.{n % 254 + 1}",
+        self.environs = []
+        for n in range(max(len(paths), len(ADDRESSES), len(tokens))):
+            path = paths[n % len(paths)]
+            headers = {"Authorization": f"Bearer {tokens[n % len(tokens)]}"} if tokens else None
+            self.environs.append(
+                falcon.testing.create_environ(
+                    path=path.partition("?")[0],
+                    query_string=path.partition("?")[2],
+                    headers=headers,
+                    remote_addr=ADDRESSES[n % len(ADDRESSES)],
+                )
             )
-            for n, path in enumerate(paths * max(1, 254 // len(paths)))
-        ]
         self.cycle = itertools.cycle(self.environs)
         self.non_2xx = 0
 
@@ -112,7 +115,9 @@ def main() -> None:
         for path in paths:
             sides = {
                 "reference": Caller(reference, (path.reference,)),
-                "lumen": Caller(apps[path.config], path.lumen, path.headers),
+                "lumen": Caller(
+                    apps[path.config], path.lumen, found.tokens if path.signed_in else ()
+                ),
             }
             for caller in sides.values():  # warm pools, caches and the LRU
                 caller.call(min(args.calls, 500))

@@ -6,7 +6,10 @@ One seeded PostgreSQL database (benchmarks.paths), the machine's Redis under a p
 run's own; the reference app (benchmarks.bare_app) and three Lumen servers (Redis with the city
 LRU on, no Redis, Redis with the LRU off), each gunicorn with 4 sync workers, all up side by
 side and idle while another is loaded. Metrics are on in multiprocess mode, as a multi-worker
-deployment runs them; the rate limits are far above what wrk sends from its one address, so
+deployment runs them. Every request (to both sides: the load generator's cost is the same)
+comes from one of 254 addresses of 203.0.113.0/24 through X-Forwarded-For (127.0.0.1 is the
+trusted proxy), and signed-in ones with the token of one of 50 members, each under a rate limit
+of 100 a second: nothing is refused and every counter stays as short as a real client's, so
 this is the cost of counting, not of refusing. wrk -t2 -c32 loads one server at a time in
 interleaved rounds (reference, Lumen, then Lumen, reference, ...), so the machine's noise hits
 both sides alike; the medians are reported. City search cycles through prefixes typed from
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -30,8 +34,7 @@ import tempfile
 from tqdm import tqdm
 
 from benchmarks.harness import gunicorn, median_of, write_results, wrk
-from benchmarks.locations_bench import WRK_SCRIPT
-from benchmarks.paths import CONFIGS, scenario
+from benchmarks.paths import ADDRESSES, CONFIGS, scenario
 
 SIDES = ("reference", "lumen")
 
@@ -41,13 +44,35 @@ def socket_errors(text: str) -> int:
     return sum(int(n) for n in re.findall(r"\d+", text or ""))
 
 
-def cycling_script(paths: tuple[str, ...], folder: str) -> str | None:
-    """A wrk script requesting ``paths`` in turn (None for a single path)."""
-    if len(paths) == 1:
-        return None
-    script = os.path.join(folder, f"paths-{abs(hash(paths))}.lua")
+# Every request, to the reference and to Lumen alike (the load generator's cost is the same):
+# the next path, the next client address, and the next member's token where the path is
+# signed in; what -H gives (Accept-Encoding) is kept.
+WRK_SCRIPT = """
+local paths = {%s}
+local addresses = {%s}
+local tokens = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  local headers = {}
+  for name, value in pairs(wrk.headers) do headers[name] = value end
+  headers["X-Forwarded-For"] = addresses[(i %% #addresses) + 1]
+  if #tokens > 0 then headers["Authorization"] = "Bearer " .. tokens[(i %% #tokens) + 1] end
+  return wrk.format("GET", paths[(i %% #paths) + 1], headers)
+end
+"""
+
+
+def lua_list(values) -> str:
+    return ",".join(f'"{value}"' for value in values)
+
+
+def script_for(paths: tuple[str, ...], tokens, folder: str) -> str:
+    """A wrk script file cycling through ``paths``, the addresses and ``tokens``."""
+    body = WRK_SCRIPT % (lua_list(paths), lua_list(ADDRESSES), lua_list(tokens))
+    script = os.path.join(folder, f"load-{hashlib.sha1(body.encode()).hexdigest()[:12]}.lua")
     with open(script, "w") as file:
-        file.write(WRK_SCRIPT % ",".join(f'"{p}"' for p in paths))
+        file.write(body)
     return script
 
 
@@ -108,10 +133,11 @@ def main() -> None:
 
         def load(path, side: str, seconds: int) -> dict:
             if side == "reference":
-                return wrk(servers["reference"].url + path.reference, seconds, headers=common)
-            script = cycling_script(path.lumen, folder)
-            url = servers[path.config].url + path.lumen[0]
-            return wrk(url, seconds, headers={**common, **path.headers}, script=script)
+                url, script = servers["reference"].url, script_for((path.reference,), (), folder)
+            else:
+                tokens = found.tokens if path.signed_in else ()
+                url, script = servers[path.config].url, script_for(path.lumen, tokens, folder)
+            return wrk(url + "/", seconds, headers=common, script=script)
 
         for path in found.paths:  # warm pools, caches, LRUs and the database's buffers
             for side in SIDES:
