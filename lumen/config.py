@@ -161,6 +161,9 @@ class CoreSettingsSchema(SettingsSchema):
     db_max_overflow = positive_int("DB_MAX_OVERFLOW", 20, minimum=0)
     db_pool_timeout = positive_number("DB_POOL_TIMEOUT", 30.0)
     db_pool_recycle = positive_int("DB_POOL_RECYCLE", 3600, minimum=-1)
+    # A server that takes the connection but never answers (a partition, a full backlog) must
+    # cost a request seconds, not the worker's whole timeout.
+    db_connect_timeout = positive_int("DB_CONNECT_TIMEOUT", 5, minimum=2)
     # "null" opens a connection per checkout: only behind an external pooler such as PgBouncer.
     db_pool_class = choice("DB_POOL_CLASS", ("queue", "null"), "queue")
     instance_connection_name = text("INSTANCE_CONNECTION_NAME")

@@ -12,7 +12,7 @@ from lumen.hookspecs import hookimpl
 from lumen.models import MAX_INTEGER
 from lumen.openapi import OpenAPIResource, document_errors, operation
 from lumen.resources import photos, tokens, users
-from lumen.resources.paging import DEFAULT_LIMIT, MAX_LIMIT
+from lumen.resources.paging import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET
 from lumen.session import SessionMiddleware
 
 
@@ -67,17 +67,36 @@ def _query(name: str, schema: dict, description: str, example=None) -> dict:
     return param
 
 
+LIMIT_PARAMETER = _query(
+    "limit",
+    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    "Photos per page.",
+    20,
+)
+# The tokens list: offset only.
 PAGE_PARAMETERS = [
-    _query(
-        "limit",
-        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-        "Photos per page.",
-        20,
-    ),
+    LIMIT_PARAMETER,
     _query(
         "offset",
         {"type": "integer", "minimum": 0, "maximum": MAX_INTEGER, "default": 0},
-        "Photos to skip (follow the Link header's next and prev instead).",
+        "Items to skip (follow the Link header's next and prev instead).",
+        0,
+    ),
+]
+# The photo lists: a cursor for any depth, an offset up to MAX_OFFSET.
+LIST_PARAMETERS = [
+    LIMIT_PARAMETER,
+    _query(
+        "cursor",
+        {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,96}$"},
+        "Where the page starts: opaque, taken from the Link header's next or prev; any depth "
+        "costs what the first page costs. Not with offset (400); garbled, 400.",
+    ),
+    _query(
+        "offset",
+        {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+        f"Photos to skip, at most {MAX_OFFSET} (beyond, 400: follow the cursor of the Link "
+        "header's next instead).",
         0,
     ),
     _query(
@@ -128,7 +147,11 @@ OPERATIONS = {
 }
 LIST_HEADERS = {
     "X-Total-Count": {"description": "How many the list holds", "schema": {"type": "integer"}},
-    "Link": {"description": "The next and prev pages (RFC 8288)", "schema": {"type": "string"}},
+    "Link": {
+        "description": "The next and prev pages (RFC 8288); in the photo lists, next carries "
+        "a cursor",
+        "schema": {"type": "string"},
+    },
 }
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
 UPLOAD_FORM = {
@@ -181,9 +204,9 @@ def lumen_openapi(lumen, spec):
         for name in ("user_id", "photo_id"):
             if "{" + name + "}" in path:
                 spec._paths[path]["parameters"] = [_uuid_path(name)]
-    operation(spec, "/api/v1/photos", "get")["parameters"] = [OWNER_PARAMETER, *PAGE_PARAMETERS]
-    operation(spec, "/api/v1/users/{user_id}/photos", "get")["parameters"] = PAGE_PARAMETERS
-    operation(spec, "/api/v1/tokens", "get")["parameters"] = PAGE_PARAMETERS[:2]
+    operation(spec, "/api/v1/photos", "get")["parameters"] = [OWNER_PARAMETER, *LIST_PARAMETERS]
+    operation(spec, "/api/v1/users/{user_id}/photos", "get")["parameters"] = LIST_PARAMETERS
+    operation(spec, "/api/v1/tokens", "get")["parameters"] = PAGE_PARAMETERS
     upload = operation(spec, "/api/v1/photos", "post")
     upload["requestBody"] = {
         "required": True,

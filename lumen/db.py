@@ -20,12 +20,14 @@ def make_engine(settings: Settings) -> Engine:
     a NullPool, for deployments where PgBouncer pools instead.
     """
     url = settings.database_url
+    # libpq waits for ever by default; its own timeout is whole seconds, at least 2.
+    connect = {} if url.startswith("sqlite") else {"connect_timeout": settings.db_connect_timeout}
     if url.startswith("sqlite") and (":memory:" in url or url in ("sqlite://", "sqlite:///")):
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     elif settings.db_pool_class == "null":
-        engine = create_engine(url, poolclass=NullPool)
+        engine = create_engine(url, poolclass=NullPool, connect_args=connect)
     else:
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"connect_args": connect}
         if url.startswith("sqlite"):
             options["connect_args"] = {"check_same_thread": False, "timeout": 30}
         engine = create_engine(

@@ -83,9 +83,23 @@ def database_unavailable(exc: Exception) -> bool:
     return True  # PostgreSQL: connection and server-state errors; SQL errors are other classes
 
 
+def unavailable_reason(exc: Exception) -> str:
+    """What the operator needs to read in the log: the pool's wait or the server's own words
+    (``too many connections for role ...``, ``connection refused``), on one line, cut short."""
+    if isinstance(exc, PoolTimeoutError):
+        return "no pooled connection came free within DB_POOL_TIMEOUT"
+    orig = getattr(exc, "orig", None) or exc
+    words = " ".join(str(orig).split())
+    return words[:300] or type(orig).__name__
+
+
 def handle_database_error(req, resp, exc, params) -> None:
     if database_unavailable(exc):
-        log.warning("database unavailable", extra={"error": type(exc).__name__})
+        log.warning(
+            "database unavailable: %s",
+            unavailable_reason(exc),
+            extra={"error": type(exc).__name__, "path": req.path},
+        )
         raise DatabaseUnavailable()
     handle_unexpected(req, resp, exc, params)
 

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from sqlalchemy import select
 from tqdm import tqdm
 
-from lumen import events, images
+from lumen import events, images, photo_counts
 from lumen.auth import hash_password
 from lumen.models import Photo, User, utcnow
 from lumen.photos import new_photo, record_event
@@ -31,11 +31,17 @@ class StorageReport:
     stale_temporary: int = 0
     # With ``verify``: sha256 of each file whose bytes no longer hash to it -> photo ids.
     corrupt_files: dict[str, list[str]] = field(default_factory=dict)
+    # Photo counters (lumen.photo_counts) that differ from COUNT(*), one line each.
+    wrong_counters: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         return not (
-            self.orphan_files or self.missing_files or self.stale_temporary or self.corrupt_files
+            self.orphan_files
+            or self.missing_files
+            or self.stale_temporary
+            or self.corrupt_files
+            or self.wrong_counters
         )
 
 
@@ -54,7 +60,8 @@ def check_storage(
     both (a photo without its file can never be served again). Files younger than GRACE_S
     are left alone: they may belong to an upload still in progress. With ``verify``, every
     file a photo refers to is read and hashed again: corrupt files are listed (never removed:
-    the cure is a restore from backup)."""
+    the cure is a restore from backup). The photo counters are compared with COUNT(*) too,
+    and ``fix`` computes them again."""
     storage, report = lumen.storage, StorageReport()
     rows = _file_rows(lumen)
     report.missing_files = sorted(
@@ -85,6 +92,10 @@ def check_storage(
     tmp = storage.root / "tmp"
     stale = [p for p in tmp.glob("*") if now - p.stat().st_mtime > GRACE_S]
     report.stale_temporary = len(stale)
+    report.wrong_counters = photo_counts.wrong_counters(lumen.engine)
+    if fix and report.wrong_counters:
+        with lumen.unit_of_work() as session:
+            photo_counts.refill(session)
     if fix:
         for path in orphans:
             if path == storage.path_for(path.name):
@@ -178,9 +189,11 @@ def seed(
     seed_value: int = 1,
     private_share: float = 0.2,
     progress: bool = True,
+    owners: list | None = None,
 ) -> tuple[int, int]:
     """Create ``users`` users (password ``seeded-user-password``) and ``photos`` photos spread
-    over them, with real image files. Returns (users, photos) created."""
+    over them (or over the existing users ``owners``, ids), with real image files. Returns
+    (users, photos) created."""
     rng = random.Random(seed_value)
     storage, thumb_size = lumen.storage, lumen.settings.thumbnail_size
     max_pixels = int(lumen.settings.max_image_megapixels * 1e6)
@@ -197,7 +210,9 @@ def seed(
         ]
         session.add_all(made)
         session.flush()
-        owners = [u.id for u in made] or session.scalars(select(User.id).limit(1000)).all()
+        owners = (
+            owners or [u.id for u in made] or session.scalars(select(User.id).limit(1000)).all()
+        )
     if not owners:
         raise ValueError("no users to own the photos: seed some users too")
     now = utcnow()

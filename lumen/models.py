@@ -92,8 +92,19 @@ class Photo(Base):
     __tablename__ = "photos"
     __table_args__ = (
         UniqueConstraint("owner_id", "sha256", name="uq_photos_owner_id_sha256"),
-        Index("ix_photos_owner_created", "owner_id", "created_at"),
-        Index("ix_photos_visibility_created", "visibility", "created_at"),
+        # The lists' keyset order (created_at, id) within each of their equality filters, so
+        # a page at any depth is an index range read (lumen.photo_lists).
+        Index("ix_photos_visibility_created_id", "visibility", "created_at", "id"),
+        Index(
+            "ix_photos_owner_visibility_created_id", "owner_id", "visibility", "created_at", "id"
+        ),
+        Index(
+            "ix_photos_location_visibility_created_id",
+            "location_id",
+            "visibility",
+            "created_at",
+            "id",
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -101,7 +112,7 @@ class Photo(Base):
     caption: Mapped[str | None] = mapped_column(Text)
     visibility: Mapped[str] = mapped_column(String(10), default="public")
     # Cities live in the locations plugin's tables, which may be absent: no foreign key.
-    location_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    location_id: Mapped[int | None] = mapped_column(Integer)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     content_type: Mapped[str] = mapped_column(String(32))
@@ -120,6 +131,30 @@ class Photo(Base):
     longitude: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class PhotoTotal(Base):
+    """The number of photos of each visibility, over all owners, in a few shards: the sum of
+    a visibility's shards is its exact count. Kept by triggers on photos (core_0005) in the
+    transaction of every write; shards spread concurrent writers over several rows."""
+
+    __tablename__ = "photo_totals"
+
+    visibility: Mapped[str] = mapped_column(String(10), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class OwnerPhotoCount(Base):
+    """The number of a user's photos of each visibility, kept by the same triggers."""
+
+    __tablename__ = "owner_photo_counts"
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    visibility: Mapped[str] = mapped_column(String(10), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
 
 
 class Maintenance(Base):

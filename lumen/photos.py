@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, func, select, union, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from lumen import events, images
+from lumen import events, images, photo_lists
 from lumen.caching import CachedRead
 from lumen.errors import invalid
 from lumen.models import Photo, User
@@ -56,13 +56,14 @@ def photo_read(lumen, session: Session, photo_id) -> CachedRead:
 
 def list_read(lumen, session: Session, viewer, page: Page, owner_id, location_id) -> CachedRead:
     """A page of photos, with its key and tags when it is worth caching (key None: it is not:
-    filtered by place, a signed-in caller's mixed list, or beyond the first pages)."""
+    filtered by place, a signed-in caller's mixed list, beyond the first pages, or a cursor's
+    page, whose positions are as many as the photos)."""
 
     def load():
         return list_photos(lumen, session, viewer, page, owner_id, location_id)
 
     key, tags = None, ()
-    if location_id is None and page.offset < MAX_CACHED_OFFSET:
+    if location_id is None and page.cursor is None and page.offset < MAX_CACHED_OFFSET:
         if owner_id is None and viewer is None:
             key, tags = f"photos:public:{page.limit}:{page.offset}", (PUBLIC_PHOTOS_TAG,)
         elif owner_id is not None:
@@ -231,23 +232,12 @@ def visible_record(lumen, session: Session, photo_id, viewer) -> dict:
 
 
 def list_photos(lumen, session: Session, viewer, page: Page, owner_id=None, location_id=None):
-    """A page of the photos ``viewer`` may see, newest first, and their total."""
-    where = [visible_to(viewer)]
-    if owner_id is not None:
-        where.append(Photo.owner_id == owner_id)
-    if location_id is not None:
-        where.append(Photo.location_id == location_id)
-    total = session.scalar(select(func.count()).select_from(Photo).where(*where))
-    photos = session.scalars(
-        select(Photo)
-        .where(*where)
-        .order_by(Photo.created_at.desc(), Photo.id.desc())
-        .limit(page.limit)
-        .offset(page.offset)
-    ).all()
+    """A page of the photos ``viewer`` may see, newest first, their total, and whether the
+    list goes on past the page (``more``, in the direction the page was read)."""
+    photos, more, total = photo_lists.read_page(session, viewer, page, owner_id, location_id)
     # Rendered for this viewer: each cached list is read by one kind of viewer only (its key
     # says which: anonymous, the owner, or anyone but the owner).
-    return {"items": render(lumen, photos, viewer), "total": total}
+    return {"items": render(lumen, photos, viewer), "total": total, "more": more}
 
 
 def visible_page(lumen, session: Session, viewer, page: Page, owner_id=None, location_id=None):
@@ -481,8 +471,19 @@ def _insert(lumen, session: Session, owner, incoming, thumb, public, info, data:
 
 
 def owned_photo(session: Session, photo_id, caller) -> Photo:
-    """The caller's photo: 404 if they may not see it, 403 if they see it but do not own it."""
-    photo = session.get(Photo, photo_id)
+    """The caller's photo, locked until the transaction ends (it is about to be changed): 404
+    if they may not see it, 403 if they see it but do not own it.
+
+    Without the lock an edit and a delete of one photo could both read it, and the one that
+    wrote second matched no row: a 500 (StaleDataError). Locked, the second waits for the
+    first and then finds the photo as it left it (gone: 404). PostgreSQL locks the row;
+    SQLite has no row locks, so a write that changes nothing takes its write lock first."""
+    if session.get_bind().dialect.name == "sqlite":
+        no_op = update(Photo).where(Photo.id == photo_id).values(updated_at=Photo.updated_at)
+        session.execute(no_op.execution_options(synchronize_session=False))
+        photo = session.get(Photo, photo_id, populate_existing=True)
+    else:
+        photo = session.get(Photo, photo_id, with_for_update=True, populate_existing=True)
     if photo is None or not may_see(caller, photo.owner_id, photo.visibility):
         raise not_found()
     if photo.owner_id != caller.id:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import falcon
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lumen import events
 from lumen.auth import hash_password
 from lumen.caching import CachedRead
-from lumen.models import Photo, User
+from lumen.models import User
+from lumen.photo_counts import owner_counts
 from lumen.schemas import UserSchema
 from lumen.visibility import PUBLIC, sees_everything_of
 
@@ -59,13 +60,9 @@ def render_user(user: User, photo_count: int) -> dict:
 
 
 def photo_counts(session: Session, user_id) -> tuple[int, int]:
-    """(public photos, all photos) of a user."""
-    public, everything = session.execute(
-        select(func.count().filter(Photo.visibility == PUBLIC), func.count())
-        .select_from(Photo)
-        .where(Photo.owner_id == user_id)
-    ).one()
-    return public, everything
+    """(public photos, all photos) of a user, from the counters (lumen.photo_counts)."""
+    counts = owner_counts(session, user_id)
+    return counts.get(PUBLIC, 0), sum(counts.values())
 
 
 def load_profile(session: Session, user_id) -> dict:

@@ -34,11 +34,24 @@ PG_ADMIN_URL = os.environ.get(
 )
 REDIS_TEST_URL = os.environ.get("LUMEN_TEST_REDIS", "redis://127.0.0.1:6379/15")
 BACKENDS = os.environ.get("LUMEN_TEST_BACKENDS", "sqlite,postgresql").split(",")
+# The suite's PostgreSQL runs behind PgBouncer with LUMEN_TEST_DB_POOL_CLASS=null
+# (tests/test_reliability_hosts.py): every engine and app of the run gets that pool.
+POOL_ENV = (
+    {"DB_POOL_CLASS": os.environ["LUMEN_TEST_DB_POOL_CLASS"]}
+    if os.environ.get("LUMEN_TEST_DB_POOL_CLASS")
+    else {}
+)
 # Core tables, children first; plugins that own tables clean their own in their tests.
-CORE_TABLES = ("tokens", "photos", "users", "maintenance")
+CORE_TABLES = ("tokens", "photos", "users", "maintenance", "owner_photo_counts", "photo_totals")
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
+    # The ten-minute soak runs only when a marker expression names it (pytest -m soak).
+    if "soak" not in (config.option.markexpr or ""):
+        soaks = [item for item in items if item.get_closest_marker("soak")]
+        if soaks:
+            config.hook.pytest_deselected(items=soaks)
+            items[:] = [item for item in items if item not in soaks]
     for item in items:
         kinds = {"unit", "integration", "browser", "slow"}
         if not kinds & {mark.name for mark in item.iter_markers()}:
@@ -76,7 +89,7 @@ def backend(request, tmp_path_factory):
     else:
         url = "sqlite:///" + str(tmp_path_factory.mktemp("sqlite") / "lumen.db")
         drop = None
-    settings = load_settings({"DATABASE_URL": url})
+    settings = load_settings({"DATABASE_URL": url, **POOL_ENV})
     engine = make_engine(settings)
     lumen = Lumen(settings, make_plugin_manager(None), engine)
     migrate.upgrade(lumen)
@@ -128,6 +141,7 @@ def environ(backend, tmp_path, redis_prefix) -> dict[str, str]:
         # With REDIS_URL: the token cache's key, beside the test's prefix (not under it, where
         # the cache plugin's tests count their own keys); redis_client removes it.
         "TOKEN_CACHE_KEY": f"{redis_prefix}-tokens",
+        **POOL_ENV,
     }
 
 
@@ -293,13 +307,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 30.0, proc=None) -> None:
+def wait_for_port(port: int, timeout: float = 30.0, proc=None, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
@@ -307,9 +321,9 @@ def wait_for_port(port: int, timeout: float = 30.0, proc=None) -> None:
 
 
 class Server:
-    def __init__(self, proc, port, log_path):
-        self.proc, self.port, self.log_path = proc, port, log_path
-        self.url = f"http://127.0.0.1:{port}"
+    def __init__(self, proc, port, log_path, host="127.0.0.1"):
+        self.proc, self.port, self.log_path, self.host = proc, port, log_path, host
+        self.url = f"http://{host}:{port}"
 
     def log(self) -> str:
         return Path(self.log_path).read_text(errors="replace")
@@ -320,15 +334,20 @@ def gunicorn_server(tmp_path):
     """Start Lumen under gunicorn with a given environment; stopped after the test."""
     servers = []
 
-    def start(env: dict[str, str], workers: int = 2, args=()) -> Server:
+    def start(
+        env: dict[str, str], workers: int = 2, args=(), netns: str | None = None, host=None
+    ) -> Server:
         """The access log is on, as it is by default. With ``PORT`` in ``env`` gunicorn binds
-        where that setting says; otherwise LUMEN_BIND names a free port on 127.0.0.1."""
-        port = int(env["PORT"]) if "PORT" in env else free_port()
-        log_path = tmp_path / f"gunicorn-{port}.log"
+        where that setting says; otherwise LUMEN_BIND names a free port on 127.0.0.1. With
+        ``netns``, gunicorn runs in that network namespace, bound to ``host``:8000."""
+        port = 8000 if netns else int(env["PORT"]) if "PORT" in env else free_port()
+        host = host or "127.0.0.1"
+        log_path = tmp_path / f"gunicorn-{host}-{port}.log"
         full_env = {**service_env(), **env, "WEB_CONCURRENCY": str(workers)}
         if "PORT" not in env:
-            full_env["LUMEN_BIND"] = f"127.0.0.1:{port}"
+            full_env["LUMEN_BIND"] = f"{host}:{port}"
         cmd = [
+            *(["ip", "netns", "exec", netns] if netns else []),
             sys.executable,
             "-m",
             "gunicorn",
@@ -341,10 +360,10 @@ def gunicorn_server(tmp_path):
         proc = subprocess.Popen(
             cmd, env=full_env, stdout=log_file, stderr=subprocess.STDOUT, cwd=str(tmp_path)
         )
-        server = Server(proc, port, log_path)
+        server = Server(proc, port, log_path, host)
         servers.append((server, log_file))
         try:
-            wait_for_port(port, proc=proc)
+            wait_for_port(port, proc=proc, host=host)
         except Exception:
             raise RuntimeError("gunicorn did not start:\n" + server.log()) from None
         return server

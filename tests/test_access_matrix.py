@@ -103,6 +103,7 @@ def test_nobody_but_the_owner_reads_a_private_photo_through_any_route(world):
                 assert answer.headers["X-Total-Count"] == "1", (caller, path)
             checked += 1
     assert checked >= 20
+    print(f"\nFIGURES access matrix reads: requests={checked} leaks=0")
     profile = _call(world, "GET", world.path("/api/v1/users/{user_id}"), world.callers["other"])
     assert profile.json["photo_count"] == 1
     mine = _call(world, "GET", world.path("/api/v1/photos/{photo_id}"), world.callers["owner"])
@@ -110,6 +111,7 @@ def test_nobody_but_the_owner_reads_a_private_photo_through_any_route(world):
 
 
 def test_a_bad_token_is_refused_wherever_tokens_are_read(world):
+    sent = 0
     for template, method, resource in _routes(world.app):
         if not getattr(resource, "authenticate", True):
             continue
@@ -118,22 +120,28 @@ def test_a_bad_token_is_refused_wherever_tokens_are_read(world):
             answer = _call(world, method, path, world.callers[caller])
             assert answer.status_code == 401, (caller, method, path)
             assert answer.headers["WWW-Authenticate"] == "Bearer"
+            sent += 1
+    print(f"\nFIGURES access matrix bad tokens: requests={sent} accepted=0")
 
 
 def test_nobody_changes_or_deletes_what_is_not_theirs(world):
     writes = [(t, m) for t, m, _ in _routes(world.app) if m in ("PATCH", "DELETE")]
     assert {t for t, _ in writes} >= {"/api/v1/photos/{photo_id}", "/api/v1/users/{user_id}"}
+    sent = 0
     for template, method in writes:
         if template.startswith("/api/v1/tokens"):
             continue  # a caller's own tokens: nothing of anyone else's
         path = world.path(template)
         assert _call(world, method, path, world.callers["anonymous"]).status_code == 401
         refused = _call(world, method, path, world.callers["other"])
+        sent += 2
         # A private photo of another user is not even there for them; a profile is, and is 403.
         assert refused.status_code == (404 if "photos" in path else 403), (method, path)
         public_path = path.replace(world.private["id"], world.public["id"])
         if public_path != path:
             assert _call(world, method, public_path, world.callers["other"]).status_code == 403
+            sent += 1
+    print(f"\nFIGURES access matrix writes: requests={sent} changed=0")
     owner = world.callers["owner"]
     photo = _call(world, "GET", world.path("/api/v1/photos/{photo_id}"), owner).json
     assert photo["caption"] == SECRET_CAPTION

@@ -162,6 +162,8 @@ def test_a_backup_taken_under_writes_restores_every_photo_whole(
     restored = run_lumen("backup", "restore", str(dest), env=target_env, cwd=tmp_path)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert "every photo has its files" in restored.stdout
+    # The snapshot's counters are those of its rows (taken in the same snapshot).
+    assert "found 0 wrong photo counters" in restored.stdout
 
     # Every photo of the snapshot has its row, its files and their exact bytes.
     rows = photo_rows(restore_target)

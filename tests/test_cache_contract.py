@@ -3,12 +3,13 @@ key and tags, and which tags each change purges (the table in docs/cache.md is c
 the running service in tests/plugins/test_cache.py)."""
 
 import uuid
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
 
 from lumen import events, photos, users
-from lumen.resources.paging import Page
+from lumen.resources.paging import Cursor, Page
 
 pytestmark = pytest.mark.unit
 
@@ -72,6 +73,10 @@ def test_only_first_pages_of_unfiltered_lists_are_cached():
     assert photos.list_read(None, None, None, beyond, None, None).key is None
     assert photos.list_read(None, None, None, beyond, OWNER, None).key is None
     assert photos.list_read(None, None, None, Page(20, 0), None, 7).key is None
+    # A cursor's pages are as many as the photos: never cached.
+    cursor = Cursor(datetime(2026, 1, 1, tzinfo=UTC), uuid.uuid4())
+    assert photos.list_read(None, None, None, Page(20, 0, cursor), None, None).key is None
+    assert photos.list_read(None, None, None, Page(20, 0, cursor), OWNER, None).key is None
     # A signed-in caller's mixed list (public photos and their own) is theirs alone.
     viewer = SimpleNamespace(id=uuid.uuid4())
     assert photos.list_read(None, None, viewer, Page(20, 0), None, None).key is None

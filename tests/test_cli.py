@@ -139,8 +139,8 @@ def test_db_current_and_unmigrated_database(run, tmp_path):
     empty = f"sqlite:///{tmp_path}/empty.db"
     assert "base" in run("db", "current", DATABASE_URL=empty).output
     upgraded = run("db", "upgrade", DATABASE_URL=empty)
-    assert upgraded.exit_code == 0 and "core_0004" in upgraded.output
-    assert "core_0004" in run("db", "current", DATABASE_URL=empty).output
+    assert upgraded.exit_code == 0 and "core_0005" in upgraded.output
+    assert "core_0005" in run("db", "current", DATABASE_URL=empty).output
 
 
 def test_plugins_lists_what_each_registers(run):

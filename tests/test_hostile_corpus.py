@@ -106,6 +106,7 @@ def test_hostile_values_anywhere_are_refused_cleanly_and_change_nothing(client, 
         _refusal_is_json(client.simulate_get("/api/v1/photos", headers={name: value}))
     assert sent > 300
     assert digest(engine) == before
+    print(f"\nFIGURES hostile corpus: requests={sent + 2} server_errors=0 rows_changed=0")
 
 
 def _json_with(fields: dict) -> bytes:

@@ -41,7 +41,7 @@ def test_core_up_and_down(tmp_path):
     while migrate.current(lumen):
         steps.append(migrate.current(lumen))
         migrate.downgrade(lumen, "core@-1")
-    assert steps == [{"core_0004"}, {"core_0003"}, {"core_0002"}, {"core_0001"}]
+    assert steps == [{"core_0005"}, {"core_0004"}, {"core_0003"}, {"core_0002"}, {"core_0001"}]
     assert "photos" not in inspect(lumen.engine).get_table_names()
     lumen.engine.dispose()
 
@@ -54,7 +54,7 @@ def test_enabling_a_plugin_adds_its_branch(tmp_path):
     with_plugins = make_lumen(url, "locations")
     migrate.upgrade(with_plugins)
     heads = migrate.current(with_plugins)
-    assert "core_0004" in heads and len(heads) == 2
+    assert "core_0005" in heads and len(heads) == 2
     after = set(inspect(create_engine(url)).get_table_names())
     assert after > before  # the locations plugin's tables
     core_only.engine.dispose()
@@ -132,30 +132,36 @@ def test_the_drift_check_sees_a_table_the_code_no_longer_declares(backend):
 def test_lumen_db_downgrade_steps_a_plugin_branch_back_and_upgrade_restores_it(
     fresh_database, tmp_path
 ):
-    """`lumen db downgrade locations@-1` removes the plugin's tables and only those; the core
-    branch stays at its head, and `lumen db upgrade` brings the plugin back without drift."""
+    """`lumen db downgrade locations@-1` steps the plugin's branch back one revision at a time
+    (the typo index first, then every table of the plugin) and only it; the core branch stays
+    at its head, and `lumen db upgrade` brings the plugin back without drift."""
     _, url = fresh_database
     env = service_env(DATABASE_URL=url, LUMEN_PLUGINS="locations", STORAGE_PATH=str(tmp_path))
 
     up = run_lumen("db", "upgrade", env=env, cwd=tmp_path)
     assert up.returncode == 0, up.stderr
-    assert up.stdout.strip() == "database at: core_0004, locations_0001"
+    assert up.stdout.strip() == "database at: core_0005, locations_0002"
 
     down = run_lumen("db", "downgrade", "locations@-1", env=env, cwd=tmp_path)
     assert down.returncode == 0, down.stderr
-    assert down.stdout.strip() == "database at: core_0004"
+    assert down.stdout.strip() == "database at: core_0005, locations_0001"
     engine = create_engine(load_settings({"DATABASE_URL": url}).database_url)
     try:
+        tables = set(inspect(engine).get_table_names())
+        assert "locations_typo_keys" not in tables and "locations_names" in tables
+        down = run_lumen("db", "downgrade", "locations@-1", env=env, cwd=tmp_path)
+        assert down.returncode == 0, down.stderr
+        assert down.stdout.strip() == "database at: core_0005"
         tables = set(inspect(engine).get_table_names())
         assert not {t for t in tables if t.startswith("locations_")}
         assert {"users", "tokens", "photos"} <= tables
 
         current = run_lumen("db", "current", env=env, cwd=tmp_path)
-        assert current.stdout.strip() == "core_0004"
+        assert current.stdout.strip() == "core_0005"
 
         again = run_lumen("db", "upgrade", env=env, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.strip() == "database at: core_0004, locations_0001"
+        assert again.stdout.strip() == "database at: core_0005, locations_0002"
         assert schema_drift(engine, all_metadata()) == []
     finally:
         engine.dispose()
@@ -213,6 +219,34 @@ def _seed_core_0004(connection):
     )
 
 
+def _seed_core_0005(connection):
+    # A photo more, counted by the triggers (the one of core_0001 was counted by the fill).
+    from lumen.models import Photo
+
+    connection.execute(
+        Photo.__table__.insert().values(
+            id=uuid.uuid4(),
+            owner_id=USER_ID,
+            visibility="private",
+            width=4,
+            height=3,
+            content_type="image/jpeg",
+            size_bytes=10,
+            sha256=uuid.uuid4().hex * 2,
+            thumb_sha256="b" * 64,
+            thumb_content_type="image/webp",
+            thumb_size_bytes=5,
+        )
+    )
+    counts = dict(connection.execute(text("SELECT visibility, n FROM owner_photo_counts")).all())
+    assert counts == {
+        "public": 1,
+        "private": connection.execute(
+            text("SELECT count(*) FROM photos WHERE visibility = 'private'")
+        ).scalar_one(),
+    }
+
+
 def _seed_locations_0001(connection):
     from lumen_plugins.locations import tables
 
@@ -230,13 +264,21 @@ def _seed_locations_0001(connection):
     )
 
 
+def _seed_locations_0002(connection):
+    from lumen_plugins.locations import tables
+
+    connection.execute(tables.typo_keys.insert().values(key="zrich", name_folded="zurich"))
+
+
 # Each revision's data; a revision missing here fails the test, so a new migration gets one.
 SEEDS = {
     "core_0001": _seed_core_0001,
     "core_0002": _seed_core_0002,
     "core_0003": _seed_core_0003,
     "core_0004": _seed_core_0004,
+    "core_0005": _seed_core_0005,
     "locations_0001": _seed_locations_0001,
+    "locations_0002": _seed_locations_0002,
 }
 # The downgrades that drop data no upgrade brings back: refused unless allowed. (Cities come
 # back with `lumen locations import`, the maintenance flag with `lumen maintenance on`.)
@@ -342,7 +384,7 @@ def test_lumen_db_downgrade_refuses_to_drop_data_unless_told(fresh_database, tmp
         "of 1 rows, which no upgrade brings back; take a backup (`lumen backup create`), "
         "then pass --allow-data-loss"
     )
-    assert run_lumen("db", "current", env=env, cwd=tmp_path).stdout.strip() == "core_0004"
+    assert run_lumen("db", "current", env=env, cwd=tmp_path).stdout.strip() == "core_0005"
 
     allowed = run_lumen("db", "downgrade", "core_0002", "--allow-data-loss", env=env, cwd=tmp_path)
     assert allowed.returncode == 0, allowed.stderr

@@ -50,8 +50,12 @@ def test_an_exhausted_pool_is_503_with_retry_after_once_db_pool_timeout_passes(o
             "title": "Database unavailable",
             "description": "The database cannot be reached; try again shortly.",
         }
-        assert [r.error for r in caplog.records if r.getMessage() == "database unavailable"] == [
-            "TimeoutError"
+        lines = [r for r in caplog.records if r.getMessage().startswith("database unavailable")]
+        assert [(r.getMessage(), r.error) for r in lines] == [
+            (
+                "database unavailable: no pooled connection came free within DB_POOL_TIMEOUT",
+                "TimeoutError",
+            )
         ]
     finally:
         held.close()

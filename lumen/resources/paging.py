@@ -1,19 +1,34 @@
-"""Lists: limit/offset bounds, X-Total-Count and Link headers; ids in their canonical form."""
+"""Lists: limit, offset and cursor, X-Total-Count and Link headers; ids in their canonical
+form."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 import falcon
 
 from lumen.errors import invalid
 from lumen.models import MAX_INTEGER
-from lumen.schemas import int_param
+from lumen.schemas import int_param, parse_integer
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+# The deepest offset a keyset list still takes: a database skips offset rows one by one, so a
+# deep offset costs in proportion; the cursor of the Link header costs the same at any depth.
+MAX_OFFSET = 10_000
+OFFSET_RULE = (
+    f"must be an integer from 0 to {MAX_OFFSET}; for deeper pages follow the Link header's "
+    "next, whose cursor reaches any depth"
+)
+CURSOR_RULE = "must be a cursor taken unchanged from a Link header of this list"
+CURSOR_WITH_OFFSET_RULE = "cannot be given with offset (a cursor says where the page starts)"
 # The form Lumen writes ids in, str(uuid.UUID): uuid.UUID() itself also takes braces, "urn:",
 # no hyphens, upper case, white space and non-ASCII digits ("٣"), each then a second spelling
 # of the same id (and a different cache key, a raw path copied into headers, ...).
@@ -21,17 +36,92 @@ _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 UUID_RULE = "must be a UUID in canonical form (36 characters: lower-case hex digits and hyphens)"
 
 
+# --- cursors -------------------------------------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CURSOR_TEXT = re.compile(r"[A-Za-z0-9_-]{1,96}")
+_CURSOR_PAYLOAD = re.compile(r"([np])(-?[0-9]{1,17})\.([0-9a-f]{32})")
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A position in a list ordered newest first: the sort key (created_at, id) of a row,
+    and which side of it the page lies on (``before``: the newer rows, for a prev link)."""
+
+    created_at: datetime
+    id: uuid.UUID
+    before: bool = False
+
+    def encode(self) -> str:
+        """Opaque to clients: URL-safe base64 of the key with a check, so that a cursor
+        garbled on its way (truncated, mistyped) is refused rather than read as another."""
+        micros = (self.created_at - _EPOCH) // timedelta(microseconds=1)
+        payload = f"{'p' if self.before else 'n'}{micros}.{self.id.hex}".encode()
+        raw = payload + _check(payload)
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> Cursor:
+        """The cursor ``value`` spells, or a 400 naming ``cursor``."""
+        if not _CURSOR_TEXT.fullmatch(value):
+            raise invalid("cursor", CURSOR_RULE)
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except (binascii.Error, ValueError):
+            raise invalid("cursor", CURSOR_RULE) from None
+        payload, check = raw[:-4], raw[-4:]
+        match = _CURSOR_PAYLOAD.fullmatch(payload.decode("ascii", "replace"))
+        if match is None or _check(payload) != check:
+            raise invalid("cursor", CURSOR_RULE)
+        side, micros, hex_id = match.groups()
+        try:
+            created_at = _EPOCH + timedelta(microseconds=int(micros))
+        except OverflowError:
+            raise invalid("cursor", CURSOR_RULE) from None
+        return cls(created_at, uuid.UUID(hex_id), before=side == "p")
+
+
+def _check(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=4, person=b"lumen-cursor").digest()
+
+
+def offset_param(req: falcon.Request) -> int:
+    raw = req.get_param("offset")
+    if raw is None:
+        return 0
+    try:
+        return parse_integer(raw, 0, MAX_OFFSET)
+    except ValueError:
+        raise invalid("offset", OFFSET_RULE) from None
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Page:
     limit: int
     offset: int
+    cursor: Cursor | None = None
 
     @classmethod
     def from_request(cls, req: falcon.Request) -> Page:
+        """limit and offset (for lists that have no cursor)."""
         return cls(
             limit=int_param(req, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
             offset=int_param(req, "offset", 0, 0, MAX_INTEGER),
         )
+
+    @classmethod
+    def keyset_from_request(cls, req: falcon.Request) -> Page:
+        """limit, and either a cursor or an offset of at most MAX_OFFSET."""
+        limit = int_param(req, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        raw = req.get_param("cursor")
+        if raw is None:
+            return cls(limit=limit, offset=offset_param(req))
+        if req.get_param("offset") is not None:
+            raise invalid("cursor", CURSOR_WITH_OFFSET_RULE)
+        return cls(limit=limit, offset=0, cursor=Cursor.decode(raw))
 
     @classmethod
     def first(cls) -> Page:
@@ -48,15 +138,47 @@ class Page:
         resp.set_header("X-Total-Count", str(total))
         links = []
         if self.offset + self.limit < total:
-            links.append(self._link(path, query, self.offset + self.limit, "next"))
+            links.append(self._link(path, query, "next", offset=self.offset + self.limit))
         if self.offset > 0:
-            links.append(self._link(path, query, max(self.offset - self.limit, 0), "prev"))
+            links.append(self._link(path, query, "prev", offset=max(self.offset - self.limit, 0)))
         if links:
             resp.set_header("Link", ", ".join(links))
 
-    def _link(self, path: str, query: dict | None, offset: int, rel: str) -> str:
+    def respond_keyset(
+        self,
+        resp: falcon.Response,
+        items: list,
+        total: int,
+        more: bool,
+        key_of: Callable[[dict], tuple[datetime, uuid.UUID]],
+        path: str,
+        query: dict | None = None,
+    ) -> None:
+        """Like ``respond``, for a list in keyset order: next (and prev, from a cursor page)
+        carry a cursor built from the page's last (first) item by ``key_of``. ``more``: the
+        list goes on past this page in the direction it was read."""
+        resp.media = items
+        resp.set_header("X-Total-Count", str(total))
+        links = []
+        before = self.cursor is not None and self.cursor.before
+        if items and (more or before):
+            last = Cursor(*key_of(items[-1]))
+            links.append(self._link(path, query, "next", cursor=last.encode()))
+        if self.cursor is None:
+            if self.offset > 0:
+                prev = max(self.offset - self.limit, 0)
+                links.append(self._link(path, query, "prev", offset=prev))
+        elif items and (more or not before):
+            first = Cursor(*key_of(items[0]), before=True)
+            links.append(self._link(path, query, "prev", cursor=first.encode()))
+        if links:
+            resp.set_header("Link", ", ".join(links))
+
+    def _link(self, path: str, query: dict | None, rel: str, **position) -> str:
+        """A Link entry; ``position``: offset=N or cursor=C."""
         params = {name: str(value) for name, value in (query or {}).items() if value is not None}
-        params.update(limit=str(self.limit), offset=str(offset))
+        params["limit"] = str(self.limit)
+        params.update({name: str(value) for name, value in position.items()})
         return f'<{path}?{urlencode(params)}>; rel="{rel}"'
 
 

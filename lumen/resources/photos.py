@@ -3,13 +3,14 @@ the domain (lumen.photos) does the work, JSON out."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 
 import falcon
 from falcon.util import BufferedReader
 
-from lumen import photos
+from lumen import photo_lists, photos
 from lumen.auth import require_user
 from lumen.errors import invalid
 from lumen.models import MAX_INTEGER
@@ -49,6 +50,11 @@ class _LimitedInput:
         return chunk
 
 
+def storage_full(exc: BaseException) -> bool:
+    """The disk (or the user's disk quota) is full: ENOSPC or EDQUOT, wherever it was met."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def upload_form(req, limit: int):
     """The parts of a multipart upload, read as they arrive, at most ``limit`` bytes of body.
 
@@ -72,13 +78,22 @@ def upload_form(req, limit: int):
 
 
 def serve_list(lumen, req, resp, path: str, owner_id=None, query=None) -> None:
-    page = Page.from_request(req)
+    page = Page.keyset_from_request(req)
     location_id = int_param(req, "location_id", None, 1, MAX_INTEGER)
     result = photos.visible_page(
         lumen, req.context.db, req.context.user, page, owner_id, location_id
     )
-    page.respond(
-        resp, result["items"], result["total"], path, {**(query or {}), "location_id": location_id}
+    items, total = result["items"], result["total"]
+    # An entry cached before ``more`` was kept says it through the total.
+    more = result.get("more", page.offset + len(items) < total)
+    page.respond_keyset(
+        resp,
+        items,
+        total,
+        more,
+        photo_lists.key_of,
+        path,
+        {**(query or {}), "location_id": location_id},
     )
 
 
@@ -128,6 +143,15 @@ class PhotosResource:
                 incoming.discard()
             if isinstance(exc, TooLarge):
                 raise too_large from None
+            if storage_full(exc):
+                # Whatever was written is gone: the temporary file above, kept files with the
+                # rollback. The volume, not a quota: the operator must make room.
+                log.error("storage volume full", extra={"error": str(exc)})
+                raise falcon.HTTPError(
+                    falcon.HTTP_507,
+                    title="Insufficient storage",
+                    description="file: the storage volume (STORAGE_PATH) is full",
+                ) from None
             raise
         resp.status = falcon.HTTP_201
         resp.location = f"/api/v1/photos/{photo.id}"

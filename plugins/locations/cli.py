@@ -49,7 +49,8 @@ def import_command(lumen, dataset, min_population, if_empty):
         click.echo("cities are imported already: nothing to do")
         return
     click.echo(
-        f"imported {len(built.cities):,} cities and {len(built.names):,} names "
+        f"imported {len(built.cities):,} cities, {len(built.names):,} names and "
+        f"{len(built.typo_keys):,} typo keys "
         f"({built.dataset}, population >= {built.min_population:,}) "
         f"in {time.perf_counter() - started:.1f} s"
     )

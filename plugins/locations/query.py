@@ -34,12 +34,22 @@ _PUNCTUATION = frozenset(" ,-'’.")
 _DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
+MAX_COUNTRIES = 10
+COUNTRY_RULE = f"must be 1 to {MAX_COUNTRIES} ISO 3166-1 alpha-2 country codes, separated by commas"
+
+
 @dataclass(frozen=True)
 class SearchQuery:
     text: str  # as typed, white space folded
     folded: str  # the search form (normalise.fold)
-    country: str | None
+    countries: tuple[str, ...]  # sorted; () for every country
     limit: int
+    near: tuple[float, float] | None = None  # (lat, lon) of the client, for proximity
+
+    @property
+    def country(self) -> str | None:
+        """The one country filtered on, if exactly one."""
+        return self.countries[0] if len(self.countries) == 1 else None
 
 
 def rejected(field: str, rule: str, value: object = None) -> falcon.HTTPError:
@@ -77,7 +87,7 @@ def _letter_or_digit(char: str) -> bool:
 
 
 def parse_search(params: dict) -> SearchQuery:
-    """The validated ``q``, ``country`` and ``limit`` of a search."""
+    """The validated ``q``, ``country``, ``limit``, ``lat`` and ``lon`` of a search."""
     raw = _single(params, "q")
     if raw is None:
         raise rejected("q", "is required")
@@ -98,7 +108,10 @@ def parse_search(params: dict) -> SearchQuery:
         raise rejected("q", Q_LENGTH_RULE, raw)
     if not all(_allowed(ch) for ch in folded):
         raise rejected("q", Q_CHARACTERS_RULE, raw)
-    return SearchQuery(text, folded, _country(params), _limit(params))
+    near = None
+    if params.get("lat") is not None or params.get("lon") is not None:
+        near = parse_point(params)
+    return SearchQuery(text, folded, _countries(params), _limit(params), near)
 
 
 def _fold_spaces(raw: str) -> str:
@@ -126,14 +139,22 @@ def country_codes() -> frozenset[str]:
         return frozenset(json.load(file))
 
 
-def _country(params: dict) -> str | None:
-    raw = _single(params, "country")
+def _countries(params: dict) -> tuple[str, ...]:
+    raw = params.get("country")
     if raw is None:
-        return None
-    code = raw.upper()
-    if code not in country_codes():
-        raise rejected("country", "must be an ISO 3166-1 alpha-2 country code", raw)
-    return code
+        return ()
+    # Falcon splits a comma-separated value into a list (auto_parse_qs_csv); a repeated
+    # parameter is a list too. Either way: the codes, each checked.
+    parts = raw if isinstance(raw, list) else raw.split(",")
+    codes = {part.strip().upper() for part in parts}
+    if (
+        not 1 <= len(codes) <= MAX_COUNTRIES
+        or len(parts) > MAX_COUNTRIES
+        or not codes <= country_codes()
+    ):
+        shown = raw if isinstance(raw, str) else ",".join(raw)
+        raise rejected("country", COUNTRY_RULE, shown)
+    return tuple(sorted(codes))
 
 
 def _coordinate(params: dict, name: str, bound: int) -> float:

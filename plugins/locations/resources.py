@@ -25,10 +25,11 @@ class LocationSearchResource:
         self.locations = locations
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Cities whose name or alternate name starts with q, best first."""
+        """Cities whose name or alternate name starts with q (or its city part, before region
+        and country qualifiers; within a typo or two as a fallback), best first."""
         query = parse_search(req.params)
         try:
-            results = self.locations.search(query.folded, query.country, query.limit)
+            results = self.locations.search(query)
         except NotImported:
             raise not_imported(self.locations) from None
         resp.media = {"results": results}
@@ -39,15 +40,22 @@ class NearestLocationResource:
         self.locations = locations
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """The city nearest to a point."""
+        """The city nearest to a point, with its distance; 404 beyond
+        LOCATIONS_NEAREST_MAX_KM."""
         latitude, longitude = parse_point(req.params)
         try:
             self.locations.require_data()
         except NotImported:
             raise not_imported(self.locations) from None
         city = self.locations.nearest(latitude, longitude)
-        if city is None:  # the data went between the two reads (a re-import without cities)
-            raise not_imported(self.locations)
+        if city is None:
+            raise falcon.HTTPNotFound(
+                title="Not found",
+                description=(
+                    f"lat, lon: no city within {self.locations.nearest_max_km:g} km "
+                    "(LOCATIONS_NEAREST_MAX_KM)"
+                ),
+            )
         resp.media = city
 
 

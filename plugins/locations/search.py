@@ -18,11 +18,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from lumen_plugins.locations.gazetteer import LAST_CHAR, SHORT_PREFIX_ROWS, matched_name_key
+from lumen_plugins.locations.gazetteer import (
+    LAST_CHAR,
+    SHORT_PREFIX_ROWS,
+    TOP_CITIES,
+    matched_name_key,
+)
+from lumen_plugins.locations.normalise import fold
+from lumen_plugins.locations.regions import display
 from lumen_plugins.locations.tables import cities, names, top_cities
 
 log = logging.getLogger(__name__)
@@ -40,6 +48,7 @@ CITY_COLUMNS = (
     cities.c.longitude,
     cities.c.population,
     cities.c.timezone,
+    cities.c.rank,
 )
 
 PRECOMPUTED_ANSWER = (
@@ -77,12 +86,13 @@ CROWDED_PREFIXES = sa.select(top_cities.c.scope, top_cities.c.prefix).where(
 
 
 def city_dict(row, matched_name: str | None = None) -> dict:
-    """A city as the API shows it."""
+    """A city as the API shows it, with its country's and region's names and its label."""
     return {
         "id": row.id,
         "name": row.name,
         "country_code": row.country_code,
         "admin1_code": row.admin1_code,
+        **display(row.name, row.country_code, row.admin1_code),
         "latitude": row.latitude,
         "longitude": row.longitude,
         "population": row.population,
@@ -122,6 +132,64 @@ def search(
         log.warning("crowded prefix without a precomputed answer", extra={"scope": scope})
     answer = rank_matches(matches, folded)
     return _cities_in_order(connection, answer[:limit])
+
+
+@dataclass(frozen=True)
+class Match:
+    city_id: int
+    matched_name: str
+    exact: bool  # a name equal to the whole prefix
+    rank: int  # 1 for the most populous city
+
+
+def prefix_matches(
+    connection: Connection,
+    folded: str,
+    country: str | None,
+    crowded: Collection[tuple[str, str]],
+    rows: dict,
+) -> list[Match]:
+    """What :func:`search` ranks, as matches in its order (at most TOP_CITIES for a crowded
+    prefix, else up to MAX_NAME_ROWS); the city rows it read on the way go into ``rows``."""
+    scope = country or ALL_COUNTRIES
+    if (scope, folded) in crowded:
+        answer = _precomputed_rows(connection, scope, folded, TOP_CITIES)
+        if answer:
+            return _precomputed_matches(answer, folded, rows)
+    names_read = connection.execute(*matching_names(folded, country)).all()
+    if len(names_read) >= MAX_NAME_ROWS:
+        answer = _precomputed_rows(connection, scope, folded, TOP_CITIES)
+        if answer:
+            return _precomputed_matches(answer, folded, rows)
+    best: dict[int, tuple] = {}
+    for city_id, name_folded, name, is_main, rank in names_read:
+        key = matched_name_key(name_folded, name, is_main, folded)
+        if city_id not in best or key < best[city_id][0]:
+            best[city_id] = (key, rank, name)
+    ordered = sorted(best.items(), key=lambda item: (item[1][0][0], item[1][1]))
+    return [Match(city_id, name, not key[0], rank) for city_id, (key, rank, name) in ordered]
+
+
+def _precomputed_matches(answer: list, folded: str, rows: dict) -> list[Match]:
+    found = []
+    for row in answer:
+        rows[row.id] = row
+        found.append(Match(row.id, row.matched_name, fold(row.matched_name) == folded, row.rank))
+    return found
+
+
+def _precomputed_rows(connection: Connection, scope: str, folded: str, limit: int) -> list:
+    return connection.execute(
+        PRECOMPUTED_ANSWER, {"scope": scope, "prefix": folded, "limit": limit}
+    ).all()
+
+
+def city_rows(connection: Connection, city_ids: Iterable[int]) -> dict:
+    """The cities table's rows of ``city_ids``, by id."""
+    wanted = list(city_ids)
+    if not wanted:
+        return {}
+    return {row.id: row for row in connection.execute(CITIES_BY_ID, {"ids": wanted})}
 
 
 def _precomputed(connection: Connection, scope: str, folded: str, limit: int) -> list[dict]:

@@ -1,5 +1,5 @@
 """The plugin's tables (SQLAlchemy Core): cities, their searchable names, the precomputed
-answers for short prefixes, and one row recording the imported data's version."""
+answers for short prefixes, the typo index, and one row recording the imported data's version."""
 
 from __future__ import annotations
 
@@ -59,6 +59,17 @@ top_cities = sa.Table(
     sa.Column("city_id", sa.Integer, nullable=False),
     sa.Column("matched_name", sa.Text, nullable=False),
     sa.PrimaryKeyConstraint("scope", "prefix", "position", name="pk_locations_top_cities"),
+)
+
+# The typo index (typos.py): every deletion key of each indexed name, key first.
+typo_keys = sa.Table(
+    "locations_typo_keys",
+    metadata,
+    sa.Column("key", SearchText, nullable=False),
+    sa.Column("name_folded", SearchText, nullable=False),
+    sa.PrimaryKeyConstraint("key", "name_folded", name="pk_locations_typo_keys"),
+    # SQLite: the rows are the key's B-tree, not a table beside an index of it (half the work).
+    sqlite_with_rowid=False,
 )
 
 state = sa.Table(

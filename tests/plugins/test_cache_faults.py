@@ -5,65 +5,18 @@ may return a value older than a write that returned."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 
 import pytest
-import redis
 from prometheus_client import CollectorRegistry
 
 from lumen import hookimpl
 from lumen.models import Photo
 from lumen_plugins.cache import cache_of, check_breaker, check_hit_rate
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port
+from tests.faults import OwnRedis, TcpProxy, until
 from tests.plugins.test_cache import QuickApi, list_entry, photo_entry, served
-from tests.plugins.test_health import TcpProxy
-
-
-def until(condition, what: str, timeout: float = 20.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
-
-
-class OwnRedis:
-    """redis-server on a free port, without persistence unless a test saves a snapshot."""
-
-    def __init__(self, directory):
-        self.port, self.directory, self.proc = free_port(), directory, None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-            + ["--save", "", "--appendonly", "no", "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, timeout=10, proc=self.proc)
-        client = self.client()
-        deadline = time.monotonic() + 10
-        while True:  # a restart loading a snapshot answers LOADING for a moment
-            try:
-                client.ping()
-                break
-            except redis.BusyLoadingError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-        client.close()
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -22,6 +21,7 @@ from lumen.config import ConfigError, load_settings
 from lumen.plugins import PluginError, make_plugin_manager
 from lumen_plugins import health
 from tests.conftest import free_port, wait_for_port
+from tests.faults import TcpProxy
 
 DB_PASSWORD = "db-Secret-4711"
 REDIS_PASSWORD = "redis-Secret-0815"
@@ -427,87 +427,6 @@ def test_redis_down_warns_health_and_fails_health_redis(health_app, own_redis):
     assert_health_json(down[1], "fail", 503)
     assert client.simulate_get("/readyz").status_code == 200  # Redis is optional
     assert_no_secret(*up, *down)
-
-
-class TcpProxy:
-    """127.0.0.1:<port> forwarded to a target. ``cut()`` drops every connection and then holds
-    new ones open without an answer, like a database that stopped answering; ``restore()``
-    drops the held ones and forwards again."""
-
-    def __init__(self, target: tuple[str, int]):
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.2)
-        self.port = self.listener.getsockname()[1]
-        self.accepted = 0
-        self._cut = False
-        self._open: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                self.accepted += 1
-                self._open.add(client)
-                if self._cut:
-                    continue  # held: never answered until restore() drops it
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                self._drop(client)
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._open.add(upstream)
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        self._drop(source)
-        self._drop(sink)
-
-    def _drop(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._open.discard(sock)
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-
-    def _drop_all(self) -> None:
-        with self._lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            self._drop(sock)
-
-    def cut(self) -> None:
-        with self._lock:
-            self._cut = True
-        self._drop_all()
-
-    def restore(self) -> None:
-        with self._lock:
-            self._cut = False
-        self._drop_all()
-
-    def close(self) -> None:
-        self._stopped.set()
-        self._drop_all()
-        self.listener.close()
-        self._thread.join(timeout=5)
 
 
 @pytest.fixture

@@ -96,8 +96,10 @@ def test_search_query_accepts(q, text, folded):
         ({"q": "a", "limit": "0"}, "limit: must be an integer from 1 to 50"),
         ({"q": "a", "limit": "-1"}, "limit: must be an integer from 1 to 50"),
         ({"q": "a", "limit": "٣"}, "limit: must be an integer from 1 to 50"),  # Arabic-Indic 3
-        ({"q": "a", "country": "D"}, "country: must be an ISO 3166-1 alpha-2 country code"),
-        ({"q": "a", "country": "ZZ"}, "country: must be an ISO 3166-1 alpha-2 country code"),
+        ({"q": "a", "country": "D"}, f"country: {query.COUNTRY_RULE}"),
+        ({"q": "a", "country": "ZZ"}, f"country: {query.COUNTRY_RULE}"),
+        ({"q": "a", "country": ["fr", "zz"]}, f"country: {query.COUNTRY_RULE}"),
+        ({"q": "a", "lat": "45"}, "lon: is required"),
     ],
 )
 def test_search_query_rejects(params, expected):
@@ -109,7 +111,13 @@ def test_search_query_rejects(params, expected):
 
 def test_search_query_country_and_limit():
     parsed = query.parse_search({"q": "york", "country": "gb", "limit": "50"})
-    assert (parsed.country, parsed.limit) == ("GB", 50)
+    assert (parsed.country, parsed.countries, parsed.limit) == ("GB", ("GB",), 50)
+    several = query.parse_search({"q": "york", "country": "us, GB,us"})
+    assert (several.country, several.countries) == (None, ("GB", "US"))
+    repeated = query.parse_search({"q": "york", "country": ["fr", "be"]})
+    assert repeated.countries == ("BE", "FR")
+    near = query.parse_search({"q": "york", "lat": "54", "lon": "-1.5"})
+    assert near.near == (54.0, -1.5) and query.parse_search({"q": "york"}).near is None
 
 
 @pytest.mark.parametrize(

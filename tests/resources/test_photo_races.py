@@ -50,3 +50,42 @@ def test_uploads_and_deletes_of_the_same_bytes_never_lose_a_file(client, api):
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(churn, users))
     assert problems == []
+
+
+def test_an_edit_and_a_delete_of_one_photo_at_once_are_never_a_500(client, api, monkeypatch):
+    """The edit holds the photo while the delete tries to remove it: the delete waits for the
+    edit (it used to remove the row under it, and the edit's UPDATE matched nothing: 500)."""
+    import threading
+
+    from lumen import events
+
+    user = api.user()
+    photo = api.upload(user)
+    url = f"/api/v1/photos/{photo['id']}"
+    deleted, answers = threading.Event(), {}
+    real = events.apply_changes
+
+    def slow_apply(target, values):
+        # The edit has read the photo: let the delete run now, and give it time to finish.
+        threading.Thread(target=delete, daemon=True).start()
+        deleted.wait(timeout=1.0)
+        return real(target, values)
+
+    def delete():
+        answers["delete"] = client.simulate_delete(url, headers=user["headers"]).status_code
+        deleted.set()
+
+    monkeypatch.setattr(events, "apply_changes", slow_apply)
+    edited = client.simulate_patch(url, json={"caption": "edited"}, headers=user["headers"])
+    monkeypatch.setattr(events, "apply_changes", real)
+    assert deleted.wait(timeout=30)
+    assert (edited.status_code, answers["delete"]) == (200, 204)
+    assert client.simulate_get(url, headers=user["headers"]).status_code == 404
+    # And the other way round: a delete first, the edit then finds nothing.
+    second = api.upload(user)
+    url = f"/api/v1/photos/{second['id']}"
+    assert client.simulate_delete(url, headers=user["headers"]).status_code == 204
+    assert (
+        client.simulate_patch(url, json={"caption": "x"}, headers=user["headers"]).status_code
+        == 404
+    )
