@@ -67,6 +67,7 @@ setup(
         "rapidfuzz>=3.0",  # Damerau-Levenshtein for the typo fallback
         "swagger-ui-bundle>=1.1",  # the API explorer's files, served by Lumen itself
         "limits[redis]>=5.0,<6",
+        "orjson>=3.9",  # the JSON encoder of every answer
     ],
     extras_require={"test": TEST_REQUIRES + LOAD_REQUIRES, "load": LOAD_REQUIRES},
     entry_points={

@@ -26,6 +26,8 @@ from lumen.config import (  # noqa: E402
 )
 from lumen.errors import invalid  # noqa: E402
 from lumen.headers import add_vary, is_json, media_type_of  # noqa: E402
+from lumen.jsonenc import dumps as json_dumps  # noqa: E402
+from lumen.jsonenc import loads as json_loads  # noqa: E402
 from lumen.migrate import refuse_data_loss  # noqa: E402
 from lumen.models import MAX_INTEGER  # noqa: E402
 from lumen.openapi import document_errors, operation  # noqa: E402
@@ -58,6 +60,8 @@ __all__ = [
     "hookimpl",
     "invalid",
     "is_json",
+    "json_dumps",
+    "json_loads",
     "media_type_of",
     "newest_public_reads",
     "operation",

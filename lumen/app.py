@@ -23,7 +23,7 @@ from redis.retry import Retry
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
-from lumen import db, errors, session
+from lumen import db, errors, jsonenc, session
 from lumen.config import (
     ConfigError,
     CoreSettingsSchema,
@@ -227,6 +227,10 @@ def create_app(
     )
     app.lumen = lumen
     app.req_options.strip_url_path_trailing_slash = True
+    # Bodies out through orjson; bodies in are parsed by lumen.schemas, whose errors name fields.
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
+        dumps=jsonenc.dumps
+    )
     errors.install(app)
     _add_routes(app, lumen)
     for _, result in collect(pm, "lumen_error_handlers", lumen=lumen):

@@ -175,6 +175,8 @@ class CoreSettingsSchema(SettingsSchema):
     redis_url = text("REDIS_URL")
     redis_password = text("REDIS_PASSWORD")
     redis_timeout_ms = positive_int("REDIS_TIMEOUT_MS", 50)
+    # The core's one key: the generation each worker's cache of verified tokens follows.
+    token_cache_key = text("TOKEN_CACHE_KEY", "lumen:tokens:generation")
 
     environment = choice("ENVIRONMENT", ENVIRONMENTS, "development")
     debug = boolean("DEBUG", False)

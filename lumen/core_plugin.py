@@ -7,7 +7,7 @@ import os
 from functools import partial
 
 from lumen import maintenance_mode, slots
-from lumen.auth import AuthMiddleware
+from lumen.auth import AuthMiddleware, token_cache_of
 from lumen.hookspecs import hookimpl
 from lumen.models import MAX_INTEGER
 from lumen.openapi import OpenAPIResource, document_errors, operation
@@ -26,7 +26,7 @@ def lumen_middleware(lumen):
     return [
         (slots.MAINTENANCE, maintenance_mode.MaintenanceMiddleware(maintenance_flag(lumen))),
         (slots.SESSION, SessionMiddleware(lumen)),
-        (slots.AUTHENTICATION, AuthMiddleware()),
+        (slots.AUTHENTICATION, AuthMiddleware(token_cache_of(lumen))),
     ]
 
 
@@ -42,7 +42,7 @@ def lumen_routes(lumen):
         ("/api/v1/users/{user_id}", users.UserResource(lumen)),
         ("/api/v1/users/{user_id}/photos", photos.UserPhotosResource(lumen)),
         ("/api/v1/tokens", tokens.TokensResource(lumen)),
-        ("/api/v1/tokens/current", tokens.CurrentTokenResource()),
+        ("/api/v1/tokens/current", tokens.CurrentTokenResource(lumen)),
         ("/api/v1/photos", photos.PhotosResource(lumen)),
         ("/api/v1/photos/{photo_id}", photos.PhotoResource(lumen)),
         ("/api/v1/photos/{photo_id}/image", photos.PhotoImageResource(lumen)),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import falcon
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from lumen import jsonenc
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,9 @@ def serialize_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTP
         # Falcon's own 404 and 405 carry a title only; clients rely on both fields.
         body["description"] = _DEFAULT_DESCRIPTIONS.get(exc.status_code, body["title"])
     resp.content_type = falcon.MEDIA_JSON
-    resp.text = json.dumps(body)
+    # text first: a body a resource set before failing would otherwise win over this one.
+    resp.text = None
+    resp.data = jsonenc.dumps(body)
 
 
 def handle_unexpected(req, resp, exc, params) -> None:

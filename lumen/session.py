@@ -106,5 +106,9 @@ class SessionMiddleware:
         if session is None:
             return
         req.context._db = None
+        if not session.in_transaction() and not session.info:
+            # Never used (a cache hit): nothing to commit, nor events to deliver.
+            session.close()
+            return
         ok = req_succeeded and not str(resp.status).startswith(("4", "5"))
         finish(self.lumen, session, success=ok)

@@ -39,22 +39,28 @@ class SecurityHeadersSettings(SettingsSchema):
 
 class SecurityHeadersMiddleware:
     def __init__(self, public_max_age: int, hsts_max_age: int | None):
-        self.headers = dict(EVERY_RESPONSE)
+        every = dict(EVERY_RESPONSE)
         if hsts_max_age is not None:
-            self.headers["Strict-Transport-Security"] = f"max-age={hsts_max_age}; includeSubDomains"
+            every["Strict-Transport-Security"] = f"max-age={hsts_max_age}; includeSubDomains"
+        # One set of headers per kind of answer, built once: one call per response.
+        self.image_headers = {
+            **every,
+            "Content-Security-Policy": IMAGE_CSP,
+            "Cross-Origin-Resource-Policy": "cross-origin",
+        }
+        self.other_headers = {**every, "Cross-Origin-Resource-Policy": "same-origin"}
+        self.json_headers = {**self.other_headers, "Content-Security-Policy": JSON_CSP}
         self.public = f"public, max-age={public_max_age}"
 
     def process_response(self, req, resp: falcon.Response, resource, req_succeeded: bool) -> None:
-        resp.set_headers(self.headers)
         content_type = media_type_of(resp)
         if content_type.startswith("image/"):
-            resp.set_header("Content-Security-Policy", IMAGE_CSP)
-            resp.set_header("Cross-Origin-Resource-Policy", "cross-origin")
+            resp.set_headers(self.image_headers)
             return
-        resp.set_header("Cross-Origin-Resource-Policy", "same-origin")
         if not is_json(content_type):
+            resp.set_headers(self.other_headers)
             return
-        resp.set_header("Content-Security-Policy", JSON_CSP)
+        resp.set_headers(self.json_headers)
         if resp.get_header("Cache-Control") is not None:
             return  # the resource knows better (probes: no-store)
         if resp.status_code >= 400 or req.method not in READS:

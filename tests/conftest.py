@@ -131,13 +131,16 @@ def run_lumen(*args: str, env: dict[str, str], cwd, timeout: float = 120):
 
 
 @pytest.fixture
-def environ(backend, tmp_path) -> dict[str, str]:
+def environ(backend, tmp_path, redis_prefix) -> dict[str, str]:
     """The environment a test's app is built from; tests add to it before building the app."""
     return {
         "DATABASE_URL": backend[1],
         "STORAGE_PATH": str(tmp_path / "storage"),
         "LUMEN_PLUGINS": "none",
         "LOCATION_CACHE_SIZE": "0",
+        # With REDIS_URL: the token cache's key, beside the test's prefix (not under it, where
+        # the cache plugin's tests count their own keys); redis_client removes it.
+        "TOKEN_CACHE_KEY": f"{redis_prefix}-tokens",
         **POOL_ENV,
     }
 

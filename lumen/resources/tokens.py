@@ -9,6 +9,7 @@ from lumen.auth import (
     issue_token,
     require_user,
     revoke_all_tokens,
+    revoke_token,
     unauthorized,
     user_tokens,
 )
@@ -41,12 +42,16 @@ class TokensResource:
         page = Page.from_request(req)
         tokens, total = user_tokens(req.context.db, caller, page.limit, page.offset)
         current = req.context.token.id
+        # This request's use, written at its commit, is shown already.
+        used_now = getattr(req.context, "token_used_at", None)
         items = [
             _session_schema.dump(
                 {
                     "id": str(token.id),
                     "created_at": token.created_at,
-                    "last_used_at": token.last_used_at,
+                    "last_used_at": used_now
+                    if token.id == current and used_now is not None
+                    else token.last_used_at,
                     "expires_at": token.expires_at,
                     "current": token.id == current,
                 }
@@ -57,13 +62,16 @@ class TokensResource:
 
     def on_delete(self, req, resp):
         """Revoke every token of the caller, this one too: log out everywhere."""
-        revoke_all_tokens(req.context.db, require_user(req))
+        revoke_all_tokens(self.lumen, req.context.db, require_user(req))
         resp.status = falcon.HTTP_204
 
 
 class CurrentTokenResource:
+    def __init__(self, lumen):
+        self.lumen = lumen
+
     def on_delete(self, req, resp):
         """Revoke the token this request carries."""
         require_user(req)
-        req.context.db.delete(req.context.token)
+        revoke_token(self.lumen, req.context.db, req.context.token)
         resp.status = falcon.HTTP_204

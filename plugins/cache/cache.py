@@ -3,12 +3,12 @@ purge of tags after each committed change. It knows keys and tags, never what th
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from lumen import json_dumps, json_loads
 from lumen_plugins.cache.keys import Keys
 from lumen_plugins.cache.stats import Stats
 from lumen_plugins.cache.store import RedisStore, Unavailable
@@ -19,7 +19,7 @@ LOCK_POLL_SECONDS = 0.01
 
 
 def encode(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return json_dumps(value)
 
 
 class Cache:
@@ -59,7 +59,7 @@ class Cache:
             return loader()
         if found.value is not None:
             self.stats.count("hits")
-            return json.loads(found.value)
+            return json_loads(found.value)
         self.stats.count("misses")
         deadline = time.monotonic() + self.lock_wait
         while not found.fenced and found.lock_token is None and time.monotonic() < deadline:
@@ -69,7 +69,7 @@ class Cache:
             except Unavailable:
                 return loader()
             if found.value is not None:
-                return json.loads(found.value)
+                return json_loads(found.value)
         if found.fenced:
             return loader()  # a change of these tags is committing: nothing may be stored
         try:

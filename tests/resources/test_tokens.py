@@ -31,13 +31,18 @@ def tokens_of(app, user_id) -> list[Token]:
         ).all()
 
 
-@contextmanager
 def token_updates(engine):
     """The UPDATE statements on tokens run meanwhile."""
+    return statements(engine, lambda sql: sql.lstrip().upper().startswith("UPDATE TOKENS"))
+
+
+@contextmanager
+def statements(engine, wanted):
+    """The SQL statements run meanwhile for which ``wanted(statement)`` is true."""
     seen = []
 
     def note(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("UPDATE TOKENS"):
+        if wanted(statement):
             seen.append(statement)
 
     event.listen(engine, "before_cursor_execute", note)
