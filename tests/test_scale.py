@@ -67,6 +67,15 @@ def true_counts(session, viewer_id=None, owner_id=None) -> int:
 # --- counters -------------------------------------------------------------------------------------
 
 
+def at_once(work, count: int) -> None:
+    """Run ``work(0)`` to ``work(count - 1)`` in threads at the same time, and wait for all."""
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_counters_stay_exact_under_concurrent_writers(app):
     """Threads upload, delete and flip the visibility of photos at once, each change its own
     transaction: the counters end equal to COUNT(*) (no lost update), and the lists' totals
@@ -104,11 +113,7 @@ def test_counters_stay_exact_under_concurrent_writers(app):
             except Exception as exc:
                 errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(work, 4)
     assert errors == []
     assert len(retried) < 5
     with lumen.Session() as session:
@@ -198,11 +203,7 @@ def test_counters_stay_exact_under_concurrent_requests(client, api, app):
         except Exception as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(work, 4)
     assert errors == []
     assert photo_counts.wrong_counters(app.lumen.engine) == []
     with app.lumen.Session() as session:
