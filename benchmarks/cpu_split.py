@@ -100,7 +100,8 @@ def main() -> None:
     for label, row in rows.items():
         for side, r in row.items():
             cells = " ".join(f"{r['us_per_request'][g]:>9.1f}" for g in GROUPS)
-            print(f"{label:<38} {side:<10} {r['rps']:>7.0f} {cells}  = {r['us_per_request']['total']}")
+            total = r["us_per_request"]["total"]
+            print(f"{label:<38} {side:<10} {r['rps']:>7.0f} {cells}  = {total}")
     write_results("cpu_split", {"workers": args.workers, "paths": rows})
 
 

@@ -34,6 +34,7 @@ from lumen.config import (
     variables,
 )
 from lumen.plugins import PluginError, collect, make_plugin_manager
+from lumen.redis_calls import RedisCalls
 from lumen.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class Lumen:
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
         self.storage = Storage(settings.storage_path, settings.max_storage_gb)
         self.redis = _redis_client(settings)
+        # The hot paths' commands (cache lookups, limit checks, the token cache): see
+        # lumen.redis_calls. None without Redis, like ``redis``.
+        self.redis_calls = RedisCalls(self.redis) if self.redis is not None else None
         self.state: dict[str, Any] = {}
         self.sections: dict[type, tuple[str, Section]] = {}
         self.routes: dict[str, tuple[str, Any]] = {}

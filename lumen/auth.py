@@ -114,7 +114,9 @@ def token_cache_of(lumen) -> TokenCache | None:
         return None
     cache = lumen.state.get("core.tokens")
     if cache is None:
-        cache = lumen.state["core.tokens"] = TokenCache(lumen.redis, lumen.settings.token_cache_key)
+        cache = lumen.state["core.tokens"] = TokenCache(
+            lumen.redis, lumen.redis_calls, lumen.settings.token_cache_key
+        )
     return cache
 
 

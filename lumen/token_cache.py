@@ -37,8 +37,9 @@ RETRY_SECONDS = 5.0
 
 
 class TokenCache:
-    def __init__(self, client, key: str):
+    def __init__(self, client, calls, key: str):
         self.client = client
+        self.calls = calls  # lumen.redis_calls: the GET of every signed-in request
         self.key = key  # TOKEN_CACHE_KEY
         self._entries: dict[str, tuple[bytes, Any]] = {}
         self._lock = threading.Lock()
@@ -49,7 +50,7 @@ class TokenCache:
         if time.monotonic() < self._skip_until:
             return None
         try:
-            current = self.client.get(self.key)
+            current = self.calls.execute("GET", self.key)
             if current is None:
                 fresh = secrets.token_hex(8).encode()
                 made = self.client.set(self.key, fresh, nx=True, ex=GENERATION_TTL_SECONDS)

@@ -54,7 +54,7 @@ def build_cache(lumen) -> Cache:
     if lumen.redis is not None:
         ttl_seconds = max(1, int(section.ttl_days * 86400))
         breaker = Breaker(section.breaker_failures, section.breaker_cooldown_s)
-        store = RedisStore(lumen.redis, keys, ttl_seconds, breaker, stats)
+        store = RedisStore(lumen.redis, lumen.redis_calls, keys, ttl_seconds, breaker, stats)
     else:
         log.info("cache off: REDIS_URL is not set, every read goes to the database")
     return Cache(store, keys, stats, section.lock_wait_ms / 1000, section)

@@ -1,6 +1,6 @@
 """Cache statistics.
 
-Hits, misses and invalidations are counted in Redis, per minute, by the same script or
+Lookups, misses and invalidations are counted in Redis, per minute, by the same script or
 transaction that does the work (no extra round trip), so every worker and host adds to the same
 figures. Errors cannot be counted in a Redis that is unreachable: they are kept in the process
 and added once Redis answers again. Each process also counts into prometheus_client Counters
@@ -81,11 +81,17 @@ class Stats:
 
 
 def totals(buckets: list[dict]) -> dict[str, int]:
-    """Sum minute buckets (HGETALL replies) into counts and a hit rate (None without lookups)."""
+    """Sum minute buckets (HGETALL replies) into counts and a hit rate (None without lookups).
+    A bucket counts ``lookups`` (every reader's first lookup) and ``missed`` (those the
+    database answered): hits are the difference. ``hits`` and ``misses`` are the fields of
+    buckets written by earlier releases, still added while they last."""
     out = dict.fromkeys(KINDS, 0)
     for bucket in buckets:
         for kind in KINDS:
             out[kind] += int(bucket.get(kind.encode(), 0))
+        lookups, missed = int(bucket.get(b"lookups", 0)), int(bucket.get(b"missed", 0))
+        out["hits"] += lookups - missed
+        out["misses"] += missed
     lookups = out["hits"] + out["misses"]
     out["lookups"] = lookups
     out["hit_rate"] = round(100 * out["hits"] / lookups, 1) if lookups else None

@@ -6,6 +6,11 @@ generation values when its value was read from the database; a lookup answers on
 stamp still matches, and a store writes only when it still matches (check-and-set in one
 script), which closes the cache-aside race: see docs/cache.md.
 
+A lookup first peeks: one transaction of plain commands (the fences, the generations, the
+entry, the lookup counted) that answers every hit in one round trip with no script to run; only
+a peek that finds no valid entry runs the lookup script, which makes missing generations and
+takes the stampede lock.
+
 The namespace epoch (a generation every entry depends on) is renewed whenever this process may
 have missed an invalidation: its breaker opened, an invalidation failed, or Redis lost its
 scripts (it restarted: NOSCRIPT).
@@ -44,8 +49,8 @@ FENCE_TTL_SECONDS = 600
 RECOVERY_INTERVAL_SECONDS = 0.5
 
 # KEYS: data, lock, stats bucket, generations..., fences...
-# ARGV: fresh token, lock token ('' = do not lock), lock ttl ms, count (1/0), stats ttl s,
-#       number of generations
+# ARGV: fresh token, lock token ('' = do not lock), lock ttl ms, count a miss (1/0), stats ttl
+#       s, number of generations
 # A missing generation is created with the lock's short TTL only: a read of something never
 # stored (a 404, an id that does not exist) leaves no key that outlives its lock. A store
 # extends the generations it depends on to the entry's TTL. A fenced entry is a miss that
@@ -67,13 +72,11 @@ for i = last + 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then fenced = true break end
 end
 local entry = redis.call('HMGET', KEYS[1], 's', 'v')
-local outcome = 'misses'
-if entry[1] == stamp and not fenced then outcome = 'hits' end
+if entry[1] == stamp and not fenced then return {1, entry[2]} end
 if ARGV[4] == '1' then
-  redis.call('HINCRBY', KEYS[3], outcome, 1)
+  redis.call('HINCRBY', KEYS[3], 'missed', 1)
   redis.call('EXPIRE', KEYS[3], ARGV[5])
 end
-if outcome == 'hits' then return {1, entry[2]} end
 if fenced then return {2, stamp} end
 local locked = 0
 if ARGV[2] ~= '' and redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
@@ -143,12 +146,14 @@ class RedisStore:
     def __init__(
         self,
         client: redis.Redis,
+        calls,
         keys: Keys,
         ttl_seconds: int,
         breaker: Breaker,
         stats: Stats,
     ):
         self.client = client
+        self.calls = calls  # lumen.redis_calls: the lookups and stores of requests
         self.keys = keys
         self.ttl = ttl_seconds
         self.bucket_ttl = min(BUCKET_TTL_SECONDS, ttl_seconds)
@@ -166,10 +171,43 @@ class RedisStore:
     # --- entries -----------------------------------------------------------------------------
 
     def lookup(self, entry: Entry, *, lock: bool, count: bool) -> Lookup:
-        """The entry's value, or its current stamp (and the stampede lock if asked and free)."""
+        """The entry's value, or its current stamp (and the stampede lock if asked and free).
+        ``count``: a reader's first lookup, counted in the statistics (a hit, or a miss)."""
+        if count:
+            value = self._call(lambda: self._peeked(entry))
+            if value is not None:
+                return Lookup(value=value, stamp=None, lock_token=None)
         token = fresh_token() if lock else ""
         reply = self._call(lambda: self._evalsha("lookup", *self._lookup_args(entry, token, count)))
         return _lookup(reply, token)
+
+    def _peeked(self, entry: Entry) -> bytes | None:
+        """The entry's value if a peek finds it valid: in one transaction, whether Redis still
+        has this deployment's scripts (a Redis that restarted has not: it may have come back
+        with entries whose invalidation was lost, see _scripts_lost), the generations, the
+        entry's stamp and value, and how many of its tags are fenced. Counted as a lookup; a
+        miss is counted by the script that follows."""
+        bucket = self.keys.stats_bucket(current_minute())
+        fenced = [("EXISTS", *entry.fences)] if entry.fences else []
+        replies = self.calls.pipeline(
+            [
+                ("MULTI",),
+                ("SCRIPT", "EXISTS", self.scripts["lookup"].sha),
+                ("MGET", *entry.generations),
+                ("HMGET", entry.data, "s", "v"),
+                *fenced,
+                ("HINCRBY", bucket, "lookups", 1),
+                ("EXPIRE", bucket, self.bucket_ttl),
+                ("EXEC",),
+            ]
+        )
+        (scripts_known,), generations, (stamp, value), fences = replies[-1][:4]
+        if not scripts_known:
+            self._scripts_lost()
+            return None
+        if (entry.fences and fences) or stamp is None or None in generations:
+            return None
+        return value if stamp == b":".join(generations) else None
 
     def store(self, entry: Entry, stamp: bytes, value: bytes, lock_token: str | None) -> bool:
         """Write the value if the entry's generations still match ``stamp`` and none of its tags
@@ -303,10 +341,10 @@ class RedisStore:
     def _evalsha(self, name: str, keys: list, args: list) -> Any:
         script = self.scripts[name]
         try:
-            return self.client.evalsha(script.sha, len(keys), *keys, *args)
+            return self.calls.evalsha(script.sha, keys, args)
         except NoScriptError:
             self._scripts_lost()
-            return self.client.evalsha(script.sha, len(keys), *keys, *args)
+            return self.calls.evalsha(script.sha, keys, args)
 
     def _queue(self, pipe, name: str, keys: list, args: list) -> None:
         pipe.evalsha(self.scripts[name].sha, len(keys), *keys, *args)

@@ -58,7 +58,7 @@ def lumen_settings():
 @hookimpl
 def lumen_startup(lumen) -> None:
     section = lumen.settings_of(RateLimitSettings)
-    counters = Counters(lumen.redis, section.key_prefix, section.redis_retry_s)
+    counters = Counters(lumen.redis, lumen.redis_calls, section.key_prefix, section.redis_retry_s)
     state = RateLimitState(
         counters, policies(section), ClientAddress(parse_networks(section.trusted_proxies))
     )

@@ -3,9 +3,10 @@ not configured or does not answer.
 
 The counters are those of the ``limits`` package (its moving window: a list of timestamps per
 key, kept by its Lua scripts on Redis, by its MemoryStorage in memory). A request's operations
-(charge and read back, or read only) go to Redis in one pipeline of one script call each: one
-round trip, however many limits the request meets. A Redis error never fails a request: the
-counting goes on in memory for RATE_LIMIT_REDIS_RETRY_S seconds, then Redis is tried again.
+(charge and read back, or read only) go to Redis in one pipeline of one script call each
+(lumen.redis_calls): one round trip, however many limits the request meets. A Redis error
+never fails a request: the counting goes on in memory for RATE_LIMIT_REDIS_RETRY_S seconds,
+then Redis is tried again.
 """
 
 from __future__ import annotations
@@ -126,8 +127,9 @@ def _outcome(op: Op, acquired: bool, window: tuple[float, int] | None, now: floa
 class Counters:
     """The counters of one app: Redis when it answers, memory otherwise."""
 
-    def __init__(self, client: redis.Redis | None, key_prefix: str, retry_seconds: float):
+    def __init__(self, client: redis.Redis | None, calls, key_prefix: str, retry_seconds: float):
         self.client = client
+        self.calls = calls  # lumen.redis_calls: every check's one round trip
         self.memory = LocalStorage()
         self.retry_seconds = retry_seconds
         self.errors = 0
@@ -217,16 +219,21 @@ class Counters:
 
     def _pipeline(self, ops: list[Op], now: float) -> list:
         prefixed = self.redis_storage.prefixed_key
-        calls = [
-            (prefixed(op.key), now, op.policy.item.amount, op.policy.item.get_expiry(), op.cost)
-            for op in ops
-        ]
-        if len(calls) == 1:  # most requests: a pipeline object would cost more than it saves
-            return [self.client.evalsha(CHARGE_AND_READ_SHA, 1, *calls[0])]
-        pipe = self.client.pipeline(transaction=False)
-        for call in calls:
-            pipe.evalsha(CHARGE_AND_READ_SHA, 1, *call)
-        return pipe.execute()
+        return self.calls.pipeline(
+            [
+                (
+                    "EVALSHA",
+                    CHARGE_AND_READ_SHA,
+                    1,
+                    prefixed(op.key),
+                    now,
+                    op.policy.item.amount,
+                    op.policy.item.get_expiry(),
+                    op.cost,
+                )
+                for op in ops
+            ]
+        )
 
     # --- marks: "this address logged in to this account" ------------------------------------
 

@@ -105,7 +105,12 @@ def test_a_bad_setting_names_the_variable(variable, value):
 
 
 def test_totals_sum_minute_buckets_into_a_hit_rate():
-    figures = totals([{b"hits": b"3", b"misses": b"1"}, {}, {b"hits": b"4", b"errors": b"2"}])
+    figures = totals([{b"lookups": b"4", b"missed": b"1"}, {}, {b"lookups": b"4", b"errors": b"2"}])
     assert figures["hits"] == 7 and figures["misses"] == 1 and figures["errors"] == 2
     assert figures["hit_rate"] == 87.5
     assert totals([])["hit_rate"] is None
+
+
+def test_totals_add_the_hits_and_misses_of_buckets_from_earlier_releases():
+    figures = totals([{b"hits": b"3", b"misses": b"1"}, {b"lookups": b"2", b"missed": b"1"}])
+    assert (figures["hits"], figures["misses"], figures["lookups"]) == (4, 2, 6)

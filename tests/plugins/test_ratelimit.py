@@ -477,7 +477,7 @@ def test_counting_in_memory_starts_no_thread_per_request(monkeypatch):
             super().start()
 
     monkeypatch.setattr(limits.storage.memory.threading, "Timer", CountedTimer)
-    counters = Counters(None, "unused", 5.0)
+    counters = Counters(None, None, "unused", 5.0)
     policy = Policy("default", "RATE_LIMIT_DEFAULT", parse_limit("1000/minute"))
     outcomes = [counters.run([Op(policy, f"addr:203.0.113.{n % 5}")])[0] for n in range(200)]
     assert [o.remaining for o in outcomes[-5:]] == [960] * 5
