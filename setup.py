@@ -28,6 +28,9 @@ TEST_REQUIRES = [
 
 LOAD_REQUIRES = ["locust>=2.20"]
 
+# benchmarks/: profiles in process (profile_paths --profile) and of gunicorn workers
+BENCH_REQUIRES = ["pyinstrument>=4.6", "py-spy>=0.3", "psutil>=5.9"]
+
 setup(
     name="lumen",
     version="0.1.0",
@@ -69,7 +72,11 @@ setup(
         "limits[redis]>=5.0,<6",
         "orjson>=3.9",  # the JSON encoder of every answer
     ],
-    extras_require={"test": TEST_REQUIRES + LOAD_REQUIRES, "load": LOAD_REQUIRES},
+    extras_require={
+        "test": TEST_REQUIRES + LOAD_REQUIRES,
+        "load": LOAD_REQUIRES,
+        "bench": BENCH_REQUIRES,
+    },
     entry_points={
         "console_scripts": ["lumen = lumen.cli:main"],
         "lumen": BUILTIN_PLUGINS,

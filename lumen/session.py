@@ -74,9 +74,24 @@ def unit_of_work(lumen) -> Iterator[Session]:
     finish(lumen, session, success=True)
 
 
+class DeferredSession:
+    """Stands for the request's session where it may not be needed at all (a read the cache
+    answers): the session is made by the first use of any of its attributes. Making and
+    closing a Session costs a cached photo read about a tenth of its time."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: RequestContext):
+        self._context = context
+
+    def __getattr__(self, name: str):
+        return getattr(self._context.db, name)
+
+
 class RequestContext(falcon.Context):
-    """``req.context``: ``db`` opens a session only when a resource first touches it; ``user``
-    and ``token`` are the caller's, once authentication has run (None for anonymous)."""
+    """``req.context``: ``db`` opens a session only when a resource first touches it
+    (``deferred_db`` not even then, only when the session is used); ``user`` and ``token`` are
+    the caller's, once authentication has run (None for anonymous)."""
 
     _lumen = None
     _db = None
@@ -88,6 +103,10 @@ class RequestContext(falcon.Context):
         if self._db is None:
             self._db = self._lumen.Session()
         return self._db
+
+    @property
+    def deferred_db(self) -> Session:
+        return DeferredSession(self)  # type: ignore[return-value]
 
 
 class Request(falcon.Request):

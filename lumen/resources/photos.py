@@ -81,7 +81,7 @@ def serve_list(lumen, req, resp, path: str, owner_id=None, query=None) -> None:
     page = Page.keyset_from_request(req)
     location_id = int_param(req, "location_id", None, 1, MAX_INTEGER)
     result = photos.visible_page(
-        lumen, req.context.db, req.context.user, page, owner_id, location_id
+        lumen, req.context.deferred_db, req.context.user, page, owner_id, location_id
     )
     items, total = result["items"], result["total"]
     # An entry cached before ``more`` was kept says it through the total.
@@ -175,7 +175,7 @@ class PhotoResource:
     def on_get(self, req, resp, photo_id):
         """One photo."""
         record = photos.visible_record(
-            self.lumen, req.context.db, parse_id(photo_id), req.context.user
+            self.lumen, req.context.deferred_db, parse_id(photo_id), req.context.user
         )
         resp.media = photos.as_seen_by(record, req.context.user)
 
@@ -202,7 +202,9 @@ class PhotoImageResource:
         """The image bytes: ``size=original`` (default) or ``size=thumb``. Anyone but the owner
         gets the original without its location metadata."""
         viewer = req.context.user
-        record = photos.visible_record(self.lumen, req.context.db, parse_id(photo_id), viewer)
+        record = photos.visible_record(
+            self.lumen, req.context.deferred_db, parse_id(photo_id), viewer
+        )
         size = req.get_param("size", default="original")
         if size not in ("original", "thumb"):
             raise invalid("size", "must be one of: original, thumb")
