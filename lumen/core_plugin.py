@@ -11,6 +11,7 @@ from lumen.auth import AuthMiddleware, token_cache_of
 from lumen.hookspecs import hookimpl
 from lumen.models import MAX_INTEGER
 from lumen.openapi import OpenAPIResource, document_errors, operation
+from lumen.prefetch import PrefetchMiddleware
 from lumen.resources import photos, tokens, users
 from lumen.resources.paging import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET
 from lumen.session import SessionMiddleware
@@ -23,11 +24,14 @@ def maintenance_flag(lumen) -> maintenance_mode.Flag:
 
 @hookimpl
 def lumen_middleware(lumen):
-    return [
+    middleware = [
         (slots.MAINTENANCE, maintenance_mode.MaintenanceMiddleware(maintenance_flag(lumen))),
         (slots.SESSION, SessionMiddleware(lumen)),
         (slots.AUTHENTICATION, AuthMiddleware(token_cache_of(lumen))),
     ]
+    if lumen.redis_calls is not None:
+        middleware.append((slots.PREFETCH, PrefetchMiddleware(lumen)))
+    return middleware
 
 
 @hookimpl

@@ -145,6 +145,13 @@ def lumen_cached(lumen, key, tags, loader) -> Any:
     """
 
 
+@hookspec
+def lumen_prefetch(lumen, key, tags) -> None:
+    """The request will read ``key`` (which depends on ``tags``) through ``lumen_cached``: a
+    cache may start its lookup now, in the request's next Redis round trip
+    (``lumen.redis_calls.defer``). What it reads may answer this request only."""
+
+
 # ---------------------------------------------------------------------------
 # Cache purges: the tags a change purges, after its commit (and, for a change that narrows
 # what may be seen, before it too)

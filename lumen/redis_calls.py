@@ -9,17 +9,42 @@ pool (so the client's URL, password, timeouts and TLS settings apply), and a cal
 commands, sends them in one write and reads the replies there. Replies are raw (bytes,
 integers, lists); errors are redis-py's exceptions. A connection that fails is dropped, and
 the next call on that thread connects anew.
+
+Commands can also wait for the thread's next round trip (``defer``): a read a request is
+certain to make (the cache's lookup of the photo it asks for) then rides in the same write as
+the next command someone sends (the rate limit's check), and a cache hit costs one round trip
+instead of two. The request's end ``discard``s whatever it deferred, sent or not, so nothing
+read for one request is ever used by another.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
+import hiredis
 import redis
 from redis.exceptions import ResponseError
+
+
+class Deferred:
+    """Commands waiting for the thread's next round trip; once it is made, their replies, or
+    the error that stopped them. ``on_unused`` runs when the request ends with the replies
+    read but never taken."""
+
+    __slots__ = ("commands", "replies", "error", "on_unused")
+
+    def __init__(self, commands: Sequence[Sequence[Any]], on_unused: Callable[[], None] | None):
+        self.commands = commands
+        self.replies: list[Any] | None = None
+        self.error: BaseException | None = None
+        self.on_unused = on_unused
+
+    @property
+    def sent(self) -> bool:
+        return self.replies is not None or self.error is not None
 
 
 class RedisCalls:
@@ -38,35 +63,108 @@ class RedisCalls:
         return self.execute("EVALSHA", sha, len(keys), *keys, *args)
 
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """The replies of ``commands``, sent in one write and read in order. An error reply
-        is raised once every reply is read, so the connection stays in step."""
-        connection = self._connection()
+        """The replies of ``commands``, sent in one write after the commands this thread
+        deferred, and read in order. An error reply is raised once every reply is read, so the
+        connection stays in step; a deferred command's error goes to its Deferred."""
+        state = self._state()
+        waiting, state.waiting = state.waiting, []
+        everything = [command for deferred in waiting for command in deferred.commands]
+        everything += commands
         try:
-            connection.send_packed_command(connection.pack_commands(commands), check_health=False)
-            replies, error = [], None
+            replies = self._exchange(state, everything)
+        except BaseException as exc:
+            for deferred in waiting:
+                deferred.error = exc
+            raise
+        start = 0
+        for deferred in waiting:
+            deferred.replies = replies[start : start + len(deferred.commands)]
+            deferred.error = next((r for r in deferred.replies if _is_error(r)), None)
+            start += len(deferred.commands)
+        own = replies[start:]
+        error = next((reply for reply in own if _is_error(reply)), None)
+        if error is not None:
+            raise error
+        return own
+
+    # --- deferred commands --------------------------------------------------------------------
+
+    def defer(
+        self,
+        name: Hashable,
+        commands: Sequence[Sequence[Any]],
+        on_unused: Callable[[], None] | None = None,
+    ) -> Deferred:
+        """Queue ``commands`` for this thread's next round trip, under ``name`` for ``take``."""
+        state = self._state()
+        deferred = Deferred(commands, on_unused)
+        state.waiting.append(deferred)
+        state.named[name] = deferred
+        return deferred
+
+    def take(self, name: Hashable) -> Deferred | None:
+        """The Deferred queued under ``name`` in this request, sent now if it has not been."""
+        deferred = self._state().named.pop(name, None)
+        if deferred is not None and not deferred.sent:
+            try:
+                self.pipeline(())
+            except redis.RedisError:
+                pass  # the error is the Deferred's
+        return deferred
+
+    def discard(self) -> None:
+        """The request is over: drop what it deferred, sent or not."""
+        state = getattr(self._local, "state", None)
+        if state is None or not state.named:
+            return
+        named, state.named, state.waiting = state.named, {}, []
+        for deferred in named.values():
+            if deferred.replies is not None and deferred.on_unused is not None:
+                deferred.on_unused()
+
+    # --- the connection -----------------------------------------------------------------------
+
+    def _state(self) -> _ThreadState:
+        if os.getpid() != self._pid:  # a forked child must not share its parent's sockets
+            self._local = threading.local()
+            self._pid = os.getpid()
+        state = getattr(self._local, "state", None)
+        if state is None:
+            state = self._local.state = _ThreadState()
+        return state
+
+    def _exchange(self, state: _ThreadState, commands: list) -> list[Any]:
+        if not commands:
+            return []
+        connection = state.connection
+        if connection is None:
+            connection = state.connection = self.pool.get_connection()
+        try:
+            # hiredis packs a command in a fifth of the time of the connection's packer.
+            packed = b"".join([hiredis.pack_command(command) for command in commands])
+            connection.send_packed_command([packed], check_health=False)
+            replies = []
             for _ in commands:
                 try:
                     replies.append(connection.read_response())
                 except ResponseError as exc:
                     replies.append(exc)
-                    error = error or exc
         except BaseException:
-            self._drop(connection)
+            state.connection = None
+            connection.disconnect()
+            self.pool.release(connection)
             raise
-        if error is not None:
-            raise error
         return replies
 
-    def _connection(self):
-        if os.getpid() != self._pid:  # a forked child must not share its parent's sockets
-            self._local = threading.local()
-            self._pid = os.getpid()
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._local.connection = self.pool.get_connection()
-        return connection
 
-    def _drop(self, connection) -> None:
-        self._local.connection = None
-        connection.disconnect()
-        self.pool.release(connection)
+class _ThreadState:
+    __slots__ = ("connection", "waiting", "named")
+
+    def __init__(self):
+        self.connection = None
+        self.waiting: list[Deferred] = []
+        self.named: dict[Hashable, Deferred] = {}
+
+
+def _is_error(reply: Any) -> bool:
+    return isinstance(reply, ResponseError)

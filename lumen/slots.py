@@ -14,6 +14,8 @@ RATE_LIMIT = 400  # before the session: for limits that need neither the route n
 MAINTENANCE = 450  # the core: writes refused in maintenance mode, before any session opens
 SESSION = 500  # the core: the request's database session, committed or rolled back
 AUTHENTICATION = 600  # the core: the bearer token, resolved after routing
+# The core: the cached read a GET will make, announced before the first Redis round trip.
+PREFETCH = 650
 # After authentication, in process_resource: the route and the caller are known (rate limits).
 AFTER_AUTHENTICATION = 700
 INNERMOST = 900

@@ -495,6 +495,42 @@ def test_hook_lumen_cached(make_app):
     assert cache.values[key]["photo"]["id"] == photo["id"]
 
 
+def test_hook_lumen_prefetch(make_app, redis_url):
+    class Announced:
+        def __init__(self):
+            self.calls = []
+
+        @hookimpl
+        def lumen_prefetch(self, lumen, key, tags):
+            self.calls.append(("prefetch", key, tags))
+
+        @hookimpl
+        def lumen_cached(self, lumen, key, tags, loader):
+            self.calls.append(("cached", key, tags))
+            return loader()
+
+    seen = Announced()
+    api = Api(falcon.testing.TestClient(make_app(seen, REDIS_URL=redis_url)))
+    owner = api.user()
+    photo = api.upload(owner)
+    key = f"photo:{photo['id']}"
+    seen.calls.clear()
+    assert api.client.simulate_get(f"/api/v1/photos/{photo['id']}").status_code == 200
+    assert seen.calls == [("prefetch", key, (key, "cities")), ("cached", key, (key, "cities"))]
+    # The anonymous first page announces its read; a signed-in caller's mixed list has none.
+    seen.calls.clear()
+    api.client.simulate_get("/api/v1/photos")
+    assert seen.calls[0] == ("prefetch", "photos:public:20:0", ("photos:public", "cities"))
+    seen.calls.clear()
+    api.client.simulate_get("/api/v1/photos", headers=owner["headers"])
+    assert [call for call in seen.calls if call[0] == "prefetch"] == []
+    # A request that will fail its validation announces nothing.
+    seen.calls.clear()
+    assert api.client.simulate_get("/api/v1/photos/not-an-id").status_code in (400, 404)
+    assert api.client.simulate_get("/api/v1/photos?limit=0").status_code == 400
+    assert seen.calls == []
+
+
 def test_hook_lumen_purge(make_app, monkeypatch):
     purged = []
 

@@ -101,6 +101,17 @@ class PhotosResource:
     def __init__(self, lumen):
         self.lumen = lumen
 
+    def prefetch(self, req, **params):
+        """The cached read of a plain list's page (lumen.prefetch); None where it has none."""
+        if req.get_param("owner_id") is not None:
+            return None
+        try:
+            page = Page.keyset_from_request(req)
+            location_id = int_param(req, "location_id", None, 1, MAX_INTEGER)
+        except falcon.HTTPError:
+            return None  # answered by on_get, with the error
+        return photos.list_read(self.lumen, None, req.context.user, page, None, location_id)
+
     def on_get(self, req, resp):
         """List photos: public ones and the caller's own private ones."""
         owner_id = uuid_param(req, "owner_id")
@@ -171,6 +182,13 @@ class UserPhotosResource:
 class PhotoResource:
     def __init__(self, lumen):
         self.lumen = lumen
+
+    def prefetch(self, req, photo_id):
+        """The cached read of the photo (lumen.prefetch)."""
+        try:
+            return photos.photo_read(self.lumen, None, parse_id(photo_id))
+        except falcon.HTTPError:
+            return None  # answered by on_get, with the error
 
     def on_get(self, req, resp, photo_id):
         """One photo."""

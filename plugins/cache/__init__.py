@@ -107,6 +107,11 @@ def lumen_cached(lumen, key, tags, loader):
 
 
 @hookimpl
+def lumen_prefetch(lumen, key, tags):
+    cache_of(lumen).prefetch(key, tags)
+
+
+@hookimpl
 def lumen_purge_before_commit(lumen, tags, change):
     cache_of(lumen).purge_before_commit(tags, change)
 

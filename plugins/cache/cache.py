@@ -82,6 +82,12 @@ class Cache:
         self._quietly(lambda: self.store.store(entry, found.stamp, encode(value), found.lock_token))
         return value
 
+    def prefetch(self, key: str, tags: tuple[str, ...]) -> None:
+        """The request will ``get(key, tags, ...)``: its lookup rides the request's next Redis
+        round trip (the rate limit's), so a hit needs none of its own."""
+        if self.store is not None:
+            self.store.defer_peek(self.keys.entry(key, tags))
+
     def purge(self, tags: tuple[str, ...], change: str | None = None) -> None:
         """Every entry that depends on one of ``tags`` stops being served; the fences
         ``change`` put on them before its commit are lifted."""

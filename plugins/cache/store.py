@@ -34,7 +34,7 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError, RedisError
 
-from lumen_plugins.cache.breaker import Breaker
+from lumen_plugins.cache.breaker import CLOSED, Breaker
 from lumen_plugins.cache.keys import Entry, Keys
 from lumen_plugins.cache.stats import BUCKET_TTL_SECONDS, Stats, current_minute
 
@@ -162,6 +162,7 @@ class RedisStore:
         self.scripts = {name: _Script(keys.prefix, body) for name, body in _SCRIPTS.items()}
         self._lock = threading.Lock()
         self._renewals_owed = 0
+        self._unused_peeks = 0
         self._renewals_done = 0
         # (fence, change) pairs whose removal failed: made good with the namespace renewal.
         self._fences_owed: set[tuple[str, str]] = set()
@@ -174,33 +175,55 @@ class RedisStore:
         """The entry's value, or its current stamp (and the stampede lock if asked and free).
         ``count``: a reader's first lookup, counted in the statistics (a hit, or a miss)."""
         if count:
-            value = self._call(lambda: self._peeked(entry))
+            deferred = self.calls.take(("cache", entry.data))
+            if deferred is None:
+                value = self._call(lambda: self._peeked(entry, self._peek(entry)))
+            else:
+                value = self._call(lambda: self._peeked(entry, _replies(deferred)))
             if value is not None:
                 return Lookup(value=value, stamp=None, lock_token=None)
         token = fresh_token() if lock else ""
         reply = self._call(lambda: self._evalsha("lookup", *self._lookup_args(entry, token, count)))
         return _lookup(reply, token)
 
-    def _peeked(self, entry: Entry) -> bytes | None:
-        """The entry's value if a peek finds it valid: in one transaction, whether Redis still
-        has this deployment's scripts (a Redis that restarted has not: it may have come back
-        with entries whose invalidation was lost, see _scripts_lost), the generations, the
-        entry's stamp and value, and how many of its tags are fenced. Counted as a lookup; a
-        miss is counted by the script that follows."""
+    def defer_peek(self, entry: Entry) -> None:
+        """Send the peek of ``entry`` with this request's next round trip (lumen.prefetch); the
+        request's lookup of the entry then takes its replies instead of peeking itself."""
+        if self.breaker.state == CLOSED and not self.renewal_owed:
+            commands = self._peek_commands(entry)
+            self.calls.defer(("cache", entry.data), commands, on_unused=self._peek_unused)
+
+    def _peek(self, entry: Entry) -> list:
+        return self.calls.pipeline(self._peek_commands(entry))
+
+    def _peek_commands(self, entry: Entry) -> list[tuple]:
+        """A peek, in one transaction: whether Redis still has this deployment's scripts (a
+        Redis that restarted has not: it may have come back with entries whose invalidation
+        was lost, see _scripts_lost), the generations, the entry's stamp and value, and how
+        many of its tags are fenced. Counted as a lookup (a miss is counted by the script
+        that follows), less the deferred peeks whose request never looked."""
         bucket = self.keys.stats_bucket(current_minute())
         fenced = [("EXISTS", *entry.fences)] if entry.fences else []
-        replies = self.calls.pipeline(
-            [
-                ("MULTI",),
-                ("SCRIPT", "EXISTS", self.scripts["lookup"].sha),
-                ("MGET", *entry.generations),
-                ("HMGET", entry.data, "s", "v"),
-                *fenced,
-                ("HINCRBY", bucket, "lookups", 1),
-                ("EXPIRE", bucket, self.bucket_ttl),
-                ("EXEC",),
-            ]
-        )
+        with self._lock:
+            unused, self._unused_peeks = self._unused_peeks, 0
+        return [
+            ("MULTI",),
+            ("SCRIPT", "EXISTS", self.scripts["lookup"].sha),
+            ("MGET", *entry.generations),
+            ("HMGET", entry.data, "s", "v"),
+            *fenced,
+            ("HINCRBY", bucket, "lookups", 1 - unused),
+            ("EXPIRE", bucket, self.bucket_ttl),
+            ("EXEC",),
+        ]
+
+    def _peek_unused(self) -> None:
+        with self._lock:
+            self._unused_peeks += 1
+
+    def _peeked(self, entry: Entry, replies: list) -> bytes | None:
+        """The entry's value if the peek's replies find it valid: every generation present and
+        equal to the entry's stamp, and no tag fenced."""
         (scripts_known,), generations, (stamp, value), fences = replies[-1][:4]
         if not scripts_known:
             self._scripts_lost()
@@ -453,6 +476,12 @@ class RedisStore:
 
 
 _SCRIPTS = {"lookup": LOOKUP, "store": STORE, "release": RELEASE}
+
+
+def _replies(deferred) -> list:
+    if deferred.error is not None:
+        raise deferred.error
+    return deferred.replies
 
 
 def _lookup(reply: list, token: str) -> Lookup:

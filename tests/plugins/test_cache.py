@@ -25,6 +25,7 @@ from lumen.models import Photo, User
 from lumen.plugins import make_plugin_manager
 from lumen.resources.paging import Page
 from lumen_plugins.cache import cache_of, check_breaker, check_hit_rate
+from lumen_plugins.cache.stats import totals
 from lumen_plugins.cache.store import LOCK_TTL_MS
 from lumen_plugins.cache.warmup import warm, warm_once
 from tests.conftest import Api
@@ -127,6 +128,64 @@ def test_a_photo_is_served_from_the_cache_until_it_changes(capi, cached_app, bac
     )
     assert patched.status_code == 200
     assert client.simulate_get(f"/api/v1/photos/{photo['id']}").json["caption"] == "second"
+
+
+def _counting_round_trips(app) -> list:
+    """A list that grows by one for each round trip the app's hot-path Redis calls make."""
+    trips, exchange = [], app.lumen.redis_calls._exchange
+
+    def counted(state, commands):
+        trips.append(len(commands))
+        return exchange(state, commands)
+
+    app.lumen.redis_calls._exchange = counted
+    return trips
+
+
+@pytest.mark.parametrize("ratelimit", [True, False], ids=["rate limited", "no rate limit"])
+def test_a_cache_hit_costs_one_redis_round_trip(make_app, cache_env, redis_prefix, ratelimit):
+    plugins = "cache,ratelimit" if ratelimit else "cache"
+    app = make_app(
+        **{**cache_env, "LUMEN_PLUGINS": plugins}, RATE_LIMIT_KEY_PREFIX=f"{redis_prefix}:rl"
+    )
+    api = QuickApi(app)
+    photo = api.upload(api.user(), caption="once")
+    for path in (f"/api/v1/photos/{photo['id']}", "/api/v1/photos"):
+        first = api.client.simulate_get(path)  # a miss: the database answers, the cache stores
+        trips = _counting_round_trips(app)
+        again = api.client.simulate_get(path)
+        assert again.status_code == 200 and again.json == first.json
+        # The lookup rides in the rate limit's write (one command more), or goes alone.
+        assert len(trips) == 1, trips
+        del app.lumen.redis_calls._exchange  # the class's own again
+
+
+def test_what_a_request_prefetched_answers_no_other(make_app, cache_env, redis_prefix):
+    app = make_app(
+        **{**cache_env, "LUMEN_PLUGINS": "cache,ratelimit"},
+        RATE_LIMIT_KEY_PREFIX=f"{redis_prefix}:rl",
+        RATE_LIMIT_DEFAULT="2/minute",
+    )
+    api = QuickApi(app)
+    owner = api.user()
+    photo = api.upload(owner, caption="old")
+    path = f"/api/v1/photos/{photo['id']}"
+    cache = cache_of(app.lumen)
+    base = totals(cache.store.minute_buckets(2))
+    assert api.client.simulate_get(path).json["caption"] == "old"  # a miss, stored
+    assert api.client.simulate_get(path).json["caption"] == "old"  # a hit
+    # Refused: its lookup was read with the rate limit's check, and never used.
+    assert api.client.simulate_get(path).status_code == 429
+    changed = api.client.simulate_patch(path, json={"caption": "new"}, headers=owner["headers"])
+    assert changed.status_code == 200
+    # The next read on this thread (the worker's) is the new caption, not the refused
+    # request's lookup of the old entry.
+    key, tags = photo_entry(photo["id"])
+    assert app.lumen.cached(key, tags, lambda: {"loaded": True}) == {"loaded": True}
+    figures = totals(cache.store.minute_buckets(2))
+    # The refused request's lookup is not counted as a hit.
+    assert figures["hits"] - base["hits"] == 1
+    assert figures["misses"] - base["misses"] == 2
 
 
 def test_lists_and_profiles_are_cached_per_viewer(capi, cached_app):

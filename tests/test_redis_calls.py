@@ -1,0 +1,97 @@
+"""lumen.redis_calls against the real Redis: replies, errors, deferred commands, and a
+connection that dies."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+
+from lumen.redis_calls import RedisCalls
+
+
+@pytest.fixture
+def calls(redis_url, redis_client):
+    client = redis.Redis.from_url(redis_url, socket_timeout=2)
+    yield RedisCalls(client)
+    client.close()
+
+
+def test_replies_are_raw_and_in_order(calls, redis_prefix):
+    key = f"{redis_prefix}:a"
+    assert calls.pipeline([("SET", key, 1.5), ("GET", key), ("EXPIRE", key, 60)]) == [
+        b"OK",
+        b"1.5",
+        1,
+    ]
+    assert calls.execute("HMGET", f"{redis_prefix}:none", "s", "v") == [None, None]
+
+
+def test_an_error_reply_is_raised_after_every_reply_is_read(calls, redis_prefix):
+    key = f"{redis_prefix}:b"
+    with pytest.raises(redis.ResponseError):
+        calls.pipeline([("SET", key, "x"), ("HGET", key, "f"), ("SET", key, "y")])
+    # Every command ran and the connection is still in step.
+    assert calls.execute("GET", key) == b"y"
+    with pytest.raises(redis.exceptions.NoScriptError):
+        calls.evalsha("0" * 40, [], [])
+
+
+def test_deferred_commands_ride_the_next_round_trip(calls, redis_prefix):
+    key = f"{redis_prefix}:c"
+    calls.execute("SET", key, "v")
+    deferred = calls.defer("c", [("GET", key), ("HGET", key, "f")])
+    assert not deferred.sent
+    assert calls.execute("PING") == b"PONG"  # someone else's command sends it
+    assert deferred.sent and deferred.replies[0] == b"v"
+    assert isinstance(deferred.error, redis.ResponseError)  # its own error, not the caller's
+    assert calls.take("c") is deferred and calls.take("c") is None
+
+
+def test_take_sends_what_no_one_else_did(calls, redis_prefix):
+    calls.execute("SET", f"{redis_prefix}:d", "w")
+    calls.defer("d", [("GET", f"{redis_prefix}:d")])
+    assert calls.take("d").replies == [b"w"]
+
+
+def test_discard_drops_what_a_request_deferred_and_says_what_went_unused(calls, redis_prefix):
+    unused = []
+    calls.defer("sent", [("PING",)], on_unused=lambda: unused.append("sent"))
+    calls.execute("PING")
+    calls.defer("waiting", [("PING",)], on_unused=lambda: unused.append("waiting"))
+    calls.discard()
+    assert unused == ["sent"]  # the one whose replies were read
+    assert calls.take("sent") is None and calls.take("waiting") is None
+    trips = []
+    exchange = calls._exchange
+    calls._exchange = lambda state, commands: trips.append(commands) or exchange(state, commands)
+    calls.execute("PING")
+    assert [list(commands) for commands in trips] == [[("PING",)]]  # the discarded one: never sent
+
+
+def test_each_thread_keeps_its_own_connection_and_deferred_commands(calls, redis_prefix):
+    calls.defer("mine", [("PING",)])
+    seen = {}
+
+    def other():
+        seen["take"] = calls.take("mine")
+        seen["client"] = calls.execute("CLIENT", "ID")
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert seen["take"] is None
+    assert seen["client"] != calls.execute("CLIENT", "ID")
+    assert calls.take("mine").replies == [b"PONG"]
+
+
+def test_a_dead_connection_fails_once_then_reconnects(calls, redis_client, redis_prefix):
+    own = calls.execute("CLIENT", "ID")
+    calls.defer("e", [("PING",)])
+    redis_client.client_kill_filter(_id=own)
+    with pytest.raises(redis.ConnectionError):
+        calls.execute("PING")
+    assert isinstance(calls.take("e").error, redis.ConnectionError)
+    assert calls.execute("PING") == b"PONG"
+    assert calls.execute("CLIENT", "ID") != own
