@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+MEMO_SIZE = 4096
 PREFIX_RULE = re.compile(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*$")
 
 
@@ -31,6 +32,8 @@ class Keys:
 
     def __init__(self, prefix: str):
         self.prefix = prefix
+        # The entries of the hottest keys: a request prefetches and then reads the same one.
+        self._entries: dict[tuple[str, tuple[str, ...]], Entry] = {}
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -53,6 +56,14 @@ class Keys:
         return self._key("fence", tag)
 
     def entry(self, key: str, tags: tuple[str, ...]) -> Entry:
+        found = self._entries.get((key, tags))
+        if found is None:
+            if len(self._entries) >= MEMO_SIZE:
+                self._entries.clear()
+            found = self._entries[(key, tags)] = self._entry(key, tags)
+        return found
+
+    def _entry(self, key: str, tags: tuple[str, ...]) -> Entry:
         return Entry(
             key=key,
             data=self._key("entry", key),
