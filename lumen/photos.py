@@ -8,11 +8,11 @@ plugin stores and invalidates by those names and knows nothing of photos.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import falcon
-from sqlalchemy import bindparam, func, select, union, update
+from sqlalchemy import Row, bindparam, func, select, union, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -125,9 +125,10 @@ def _timestamp(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def photo_record(photo: Photo, city: dict | None) -> dict[str, Any]:
-    """What the cache keeps of a photo: its JSON as anyone but the owner sees it, what differs
-    for the owner (``owner``: None when nothing does), and where its files are.
+def photo_record(photo: Photo | Row, city: dict | None) -> dict[str, Any]:
+    """What the cache keeps of a photo (an entity, or a Core row of the photos table): its JSON
+    as anyone but the owner sees it, what differs for the owner (``owner``: None when nothing
+    does), and where its files are.
 
     Where the original carries location metadata, others see the copy without it: its URL, its
     sha256 and size (the original's hash would let a guess of the removed bytes be checked).
@@ -199,8 +200,9 @@ def lookup_locations(lumen, location_ids: Iterable[int | None]) -> dict[int, dic
     return lumen.hook.lumen_location_lookup(lumen=lumen, location_ids=ids) or {}
 
 
-def render(lumen, photos: list[Photo], viewer) -> list[dict]:
-    """The photos' JSON as ``viewer`` sees them."""
+def render(lumen, photos: Sequence[Photo | Row], viewer) -> list[dict]:
+    """The photos' JSON as ``viewer`` sees them (entities, or Core rows of the photos table as
+    the lists read them)."""
     cities = lookup_locations(lumen, (p.location_id for p in photos))
     return [as_seen_by(photo_record(p, cities.get(p.location_id)), viewer) for p in photos]
 
