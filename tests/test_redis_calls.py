@@ -26,6 +26,8 @@ def test_replies_are_raw_and_in_order(calls, redis_prefix):
         1,
     ]
     assert calls.execute("HMGET", f"{redis_prefix}:none", "s", "v") == [None, None]
+    # A command packed once by its caller goes as it is.
+    assert calls.pipeline([calls.pack("GET", key), ("PING",)]) == [b"1.5", b"PONG"]
 
 
 def test_an_error_reply_is_raised_after_every_reply_is_read(calls, redis_prefix):

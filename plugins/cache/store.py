@@ -160,6 +160,9 @@ class RedisStore:
         self.breaker = breaker
         self.stats = stats
         self.scripts = {name: _Script(keys.prefix, body) for name, body in _SCRIPTS.items()}
+        # The peek's constant commands, packed once.
+        self._multi, self._exec = calls.pack("MULTI"), calls.pack("EXEC")
+        self._scripts_known = calls.pack("SCRIPT", "EXISTS", self.scripts["lookup"].sha)
         self._lock = threading.Lock()
         self._renewals_owed = 0
         self._unused_peeks = 0
@@ -207,14 +210,14 @@ class RedisStore:
         with self._lock:
             unused, self._unused_peeks = self._unused_peeks, 0
         return [
-            ("MULTI",),
-            ("SCRIPT", "EXISTS", self.scripts["lookup"].sha),
+            self._multi,
+            self._scripts_known,
             ("MGET", *entry.generations),
             ("HMGET", entry.data, "s", "v"),
             *fenced,
             ("HINCRBY", bucket, "lookups", 1 - unused),
             ("EXPIRE", bucket, self.bucket_ttl),
-            ("EXEC",),
+            self._exec,
         ]
 
     def _peek_unused(self) -> None:
