@@ -46,12 +46,15 @@ CORE_TABLES = ("tokens", "photos", "users", "maintenance", "owner_photo_counts",
 
 
 def pytest_collection_modifyitems(config, items):
-    # The ten-minute soak runs only when a marker expression names it (pytest -m soak).
-    if "soak" not in (config.option.markexpr or ""):
-        soaks = [item for item in items if item.get_closest_marker("soak")]
-        if soaks:
-            config.hook.pytest_deselected(items=soaks)
-            items[:] = [item for item in items if item not in soaks]
+    # The ten-minute soak and the long deployments run only when a marker expression names
+    # them (pytest -m soak, pytest -m long): the ordinary run stays within its budget.
+    for marker in ("soak", "long"):
+        if marker in (config.option.markexpr or ""):
+            continue
+        chosen = [item for item in items if item.get_closest_marker(marker)]
+        if chosen:
+            config.hook.pytest_deselected(items=chosen)
+            items[:] = [item for item in items if item not in chosen]
     for item in items:
         kinds = {"unit", "integration", "browser", "slow"}
         if not kinds & {mark.name for mark in item.iter_markers()}:

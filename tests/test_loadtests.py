@@ -226,6 +226,7 @@ def test_fresh_local_deployment_passes_with_zero_failures(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_without_postgresql_and_redis_the_local_deployment_is_sqlite(tmp_path):
     closed = free_port()  # nothing listens there: neither answers
     env = service_env(
@@ -246,6 +247,7 @@ def test_without_postgresql_and_redis_the_local_deployment_is_sqlite(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_impossible_thresholds_fail_the_gate_naming_them(tmp_path):
     impossible = write_thresholds(
         tmp_path / "impossible.toml",
@@ -267,6 +269,7 @@ def test_impossible_thresholds_fail_the_gate_naming_them(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_distributed_run_with_two_workers_makes_one_merged_report(tmp_path):
     report = tmp_path / "report"
     done = loadtest(

@@ -176,6 +176,7 @@ def kill_host(server) -> None:
     server.proc.wait(timeout=10)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("fresh_database", ["postgresql"], indirect=True)
 def test_two_hosts_behind_haproxy_share_cache_lru_and_limits_and_lose_no_retryable_request(
     fresh_database, hosts, gunicorn_server, haproxy, tmp_path, redis_prefix
@@ -355,6 +356,7 @@ def pgbouncer(tmp_path_factory):
     proc.wait(timeout=10)
 
 
+@pytest.mark.long
 def test_a_representative_part_of_the_suite_passes_behind_pgbouncer(pgbouncer, tmp_path):
     """Uploads, lists, the cache and health, run by pytest against PostgreSQL through
     PgBouncer in transaction pooling with DB_POOL_CLASS=null."""

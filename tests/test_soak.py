@@ -24,6 +24,7 @@ def test_ten_minutes_under_load_grow_no_worker_and_no_pool():
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.reliability
 def test_the_soak_script_samples_and_judges_a_short_run():
     outcome = run(20, interval=1.0)

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import free_port, service_env, wait_for_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILT = ("build", "dist", "*.egg-info", "__pycache__", ".coverage*", ".git", ".pytest_cache")
