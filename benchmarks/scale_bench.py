@@ -47,7 +47,8 @@ def deep_cursor(lumen, viewer, photos_seen: int) -> tuple[str | None, int]:
         skip = (page_number - 1) * PER_PAGE
         if skip == 0:
             return None, 1
-        before = session.scalars(photo_lists.page_query(viewer, Page(1, skip - 1))).first()
+        # A row of the photos table (the lists read Core rows, not entities).
+        before = session.execute(photo_lists.page_query(viewer, Page(1, skip - 1))).first()
     return Cursor(before.created_at, before.id).encode(), page_number
 
 
