@@ -2,11 +2,12 @@
 not configured or does not answer.
 
 The counters are those of the ``limits`` package (its moving window: a list of timestamps per
-key, kept by its Lua scripts on Redis, by its MemoryStorage in memory). A request's operations
+key, kept by a Lua script on Redis, by its MemoryStorage in memory). A request's operations
 (charge and read back, or read only) go to Redis in one pipeline of one script call each
-(lumen.redis_calls): one round trip, however many limits the request meets. A Redis error
-never fails a request: the counting goes on in memory for RATE_LIMIT_REDIS_RETRY_S seconds,
-then Redis is tried again.
+(lumen.redis_calls): one round trip, however many limits the request meets. A policy with a
+batch (the default policy's RATE_LIMIT_BATCH) lets each worker admit a caller's requests on its
+own between round trips (``Batches``). A Redis error never fails a request: the counting goes on
+in memory for RATE_LIMIT_REDIS_RETRY_S seconds, then Redis is tried again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import redis
@@ -26,12 +28,26 @@ from lumen_plugins.ratelimit.settings import Policy
 log = logging.getLogger(__name__)
 
 # limits' acquire_moving_window.lua and moving_window.lua as one script, so an operation is one
-# call instead of two (the same list per key, the same rules; the two cost about a sixth of a
-# cached photo read). KEYS: the counter. ARGV: now, quota, window (s), cost (0: read only).
-# Returns {acquired (1/0), oldest timestamp in the window ('' if none), entries in the window}.
+# call instead of two (the same list per key, newest first; the same rules), which also records
+# requests a worker has already admitted on its own (a batch, see ``Batches``) and drops the
+# entries that have left the window, so a list holds no more than its window's requests.
+# KEYS: the counter. ARGV: now, quota, window (s), cost (0: read only), admitted (entries to
+# record whatever the count). Returns {acquired (1/0), oldest timestamp in the window ('' if
+# none), entries in the window}.
 CHARGE_AND_READ = """
 local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local expiry, amount = tonumber(ARGV[3]), tonumber(ARGV[4])
+local admitted = math.min(tonumber(ARGV[5] or 0), limit)
+local function push(count)
+  local entries = {}
+  for i = 1, count do entries[i] = now end
+  for i = 1, #entries, 5000 do
+    redis.call('lpush', KEYS[1], unpack(entries, i, math.min(i + 4999, #entries)))
+  end
+  redis.call('ltrim', KEYS[1], 0, limit - 1)
+  redis.call('expire', KEYS[1], expiry)
+end
+if admitted > 0 then push(admitted) end
 local acquired = 1
 if amount > 0 then
   if amount > limit then
@@ -41,13 +57,7 @@ if amount > 0 then
     if entry and tonumber(entry) >= now - expiry then
       acquired = 0
     else
-      local entries = {}
-      for i = 1, amount do entries[i] = now end
-      for i = 1, #entries, 5000 do
-        redis.call('lpush', KEYS[1], unpack(entries, i, math.min(i + 4999, #entries)))
-      end
-      redis.call('ltrim', KEYS[1], 0, limit - 1)
-      redis.call('expire', KEYS[1], expiry)
+      push(amount)
     end
   end
 end
@@ -63,8 +73,10 @@ while low <= high do
   end
 end
 if found then
+  redis.call('ltrim', KEYS[1], 0, found)
   return {acquired, tostring(redis.call('lindex', KEYS[1], found)), found + 1}
 end
+redis.call('del', KEYS[1])
 return {acquired, '', 0}
 """
 CHARGE_AND_READ_SHA = hashlib.sha1(CHARGE_AND_READ.encode()).hexdigest()
@@ -124,6 +136,81 @@ def _outcome(op: Op, acquired: bool, window: tuple[float, int] | None, now: floa
     return Outcome(op.policy, acquired, remaining, reset)
 
 
+# A batch's requests are recorded in Redis at the time of its round trip, which is at most
+# this share of the window after they came: they count a little longer, never shorter.
+BATCH_AGE_SHARE = 0.1
+
+
+class _Batch:
+    """What one worker knows of one counter between its round trips to Redis."""
+
+    __slots__ = ("count", "oldest", "admitted", "since")
+
+    def __init__(self):
+        self.count = 0  # requests in the window at the last round trip
+        self.oldest = 0.0  # the oldest of them (epoch seconds), when count
+        self.admitted = 0  # requests admitted here since then, not yet recorded in Redis
+        self.since = 0.0  # when the first of those came
+
+
+class Batches:
+    """The requests of batched policies that this worker admitted without a round trip.
+
+    A worker that has asked Redis about a counter knows how full its window was; until the
+    counter is within one request of its quota, it admits up to ``policy.batch - 1`` more on its
+    own, and the next request records them in Redis with its own check. So a caller's window is
+    checked in Redis once every ``batch`` requests on each worker instead of on every request,
+    and the quota can be exceeded by at most what the other workers admitted on their own in
+    the meantime: ``batch - 1`` each. Counts are never decayed here (the window only empties in
+    Redis), so a counter near its quota is asked about on every request."""
+
+    KEYS_KEPT = 10_000  # the least recently used go; each loses at most batch - 1 unrecorded
+
+    def __init__(self):
+        self._batches: OrderedDict[str, _Batch] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def admit(self, op: Op, now: float) -> Outcome | None:
+        """The outcome of admitting ``op`` here, or None when Redis must be asked."""
+        policy = op.policy
+        with self._lock:
+            batch = self._batches.get(op.key)
+            if (
+                batch is None
+                or batch.admitted >= policy.batch - 1
+                or batch.count + batch.admitted >= policy.quota
+                or (batch.admitted and now - batch.since >= policy.window * BATCH_AGE_SHARE)
+            ):
+                return None
+            if not batch.admitted:
+                batch.since = now
+            batch.admitted += 1
+            count = batch.count + batch.admitted
+            oldest = batch.oldest if batch.count else batch.since
+        return _outcome(op, True, (oldest, count), now)
+
+    def take(self, key: str) -> int:
+        """The requests admitted here for ``key`` that Redis has not recorded (now zero)."""
+        with self._lock:
+            batch = self._batches.get(key)
+            if batch is None:
+                return 0
+            admitted, batch.admitted = batch.admitted, 0
+            return admitted
+
+    def synced(self, key: str, window: tuple[float, int] | None) -> None:
+        """What Redis answered about ``key``: (oldest, count) of its window, None if empty."""
+        with self._lock:
+            batch = self._batches.get(key)
+            if batch is None:
+                batch = self._batches[key] = _Batch()
+                if len(self._batches) > self.KEYS_KEPT:
+                    self._batches.popitem(last=False)
+            else:
+                self._batches.move_to_end(key)
+            batch.oldest, batch.count = window if window else (0.0, 0)
+
+
 class Counters:
     """The counters of one app: Redis when it answers, memory otherwise."""
 
@@ -131,6 +218,7 @@ class Counters:
         self.client = client
         self.calls = calls  # lumen.redis_calls: every check's one round trip
         self.memory = LocalStorage()
+        self.batches = Batches()
         self.retry_seconds = retry_seconds
         self.errors = 0
         self._lock = threading.Lock()
@@ -172,6 +260,11 @@ class Counters:
         if not ops:
             return []
         if not self.in_memory:
+            single = ops[0]
+            if len(ops) == 1 and single.policy.batch > 1 and single.cost == 1 and single.read:
+                admitted = self.batches.admit(single, time.time())
+                if admitted is not None:
+                    return [admitted]
             try:
                 outcomes = self._run_redis(ops)
             except redis.RedisError as exc:
@@ -202,22 +295,27 @@ class Counters:
 
     def _run_redis(self, ops: list[Op]) -> list[Outcome | None]:
         now = time.time()
+        # What this worker admitted on its own is recorded with the check (lost, being served
+        # already, if Redis does not answer).
+        admitted = [self.batches.take(op.key) if op.policy.batch > 1 else 0 for op in ops]
         try:
-            replies = self._pipeline(ops, now)
+            replies = self._pipeline(ops, admitted, now)
         except redis.exceptions.NoScriptError:
             # A restarted or flushed Redis forgot the script: load it, try once more.
             self.client.script_load(CHARGE_AND_READ)
-            replies = self._pipeline(ops, now)
+            replies = self._pipeline(ops, admitted, now)
         results: list[Outcome | None] = []
         for op, (acquired, oldest, count) in zip(ops, replies, strict=True):
+            found = (float(oldest), int(count)) if count else None
+            if op.policy.batch > 1:
+                self.batches.synced(op.key, found)
             if not op.read:
                 results.append(None)
                 continue
-            found = (float(oldest), int(count)) if count else None
             results.append(_outcome(op, bool(acquired), found, now))
         return results
 
-    def _pipeline(self, ops: list[Op], now: float) -> list:
+    def _pipeline(self, ops: list[Op], admitted: list[int], now: float) -> list:
         prefixed = self.redis_storage.prefixed_key
         return self.calls.pipeline(
             [
@@ -230,8 +328,9 @@ class Counters:
                     op.policy.item.amount,
                     op.policy.item.get_expiry(),
                     op.cost,
+                    extra,
                 )
-                for op in ops
+                for op, extra in zip(ops, admitted, strict=True)
             ]
         )
 

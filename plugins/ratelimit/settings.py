@@ -73,6 +73,7 @@ class RateLimitSettings(SettingsSchema):
     trusted_proxies = text("TRUSTED_PROXIES", validate=_valid_networks)
     key_prefix = text("RATE_LIMIT_KEY_PREFIX", "lumen:ratelimit")
     redis_retry_s = positive_number("RATE_LIMIT_REDIS_RETRY_S", 5.0)
+    batch = positive_int("RATE_LIMIT_BATCH", 10)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,9 @@ class Policy:
     name: str
     variable: str
     item: RateLimitItem
+    # Requests a worker may admit on its own between round trips to Redis (limiter.Batches);
+    # 1: every request is checked there.
+    batch: int = 1
 
     @property
     def quota(self) -> int:
@@ -97,18 +101,34 @@ class Policy:
         return f'"{self.name}";q={self.quota};w={self.window}'
 
 
+# A batch is at most this share of its quota: a worker's unrecorded requests stay a small part
+# of any caller's budget, and a quota under 2 x this many is checked on every request.
+BATCH_QUOTA_SHARE = 50
+
+
+def batch_of(quota: int, batch: int) -> int:
+    return max(1, min(batch, quota // BATCH_QUOTA_SHARE))
+
+
 def policies(section) -> dict[str, Policy]:
-    """The four policies from the loaded settings, by name."""
+    """The four policies from the loaded settings, by name. Only the default policy is
+    batched: uploads, logins and sign-ups cost far more than a round trip, and their limits
+    guard against guessing and abuse, so each of them is checked in Redis."""
     variables = {
         "default": "RATE_LIMIT_DEFAULT",
         "upload": "RATE_LIMIT_UPLOAD",
         "auth": "RATE_LIMIT_AUTH",
         "username": "RATE_LIMIT_USERNAME",
     }
-    return {
+    found = {
         name: Policy(name, variable, parse_limit(section[name]))
         for name, variable in variables.items()
     }
+    default = found["default"]
+    found["default"] = Policy(
+        default.name, default.variable, default.item, batch_of(default.quota, section["batch"])
+    )
+    return found
 
 
 # ---------------------------------------------------------------------------
