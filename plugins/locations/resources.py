@@ -29,10 +29,10 @@ class LocationSearchResource:
         and country qualifiers; within a typo or two as a fallback), best first."""
         query = parse_search(req.params)
         try:
-            results = self.locations.search(query)
+            resp.data = self.locations.answer(query)
         except NotImported:
             raise not_imported(self.locations) from None
-        resp.media = {"results": results}
+        resp.content_type = falcon.MEDIA_JSON
 
 
 class NearestLocationResource:

@@ -4,7 +4,6 @@ search LRU and its metrics; and the operations the hooks and resources call."""
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import functools
 import logging
 import os
@@ -21,6 +20,8 @@ from lumen import (
     SettingsSchema,
     boolean,
     choice,
+    json_dumps,
+    json_loads,
     positive_int,
     positive_number,
 )
@@ -36,7 +37,8 @@ class LocationsSettings(SettingsSchema):
     dataset = choice("LOCATIONS_DATASET", gazetteer.DATASETS, "cities500")
     min_population = positive_int("LOCATIONS_MIN_POPULATION", 0, minimum=0)
     auto_import = boolean("LOCATIONS_AUTO_IMPORT", True)
-    cache_size = positive_int("LOCATION_CACHE_SIZE", 1000, minimum=0)
+    # Entries hold an answer's JSON, about 3 KB: 5,000 are some 15 MB per worker at most.
+    cache_size = positive_int("LOCATION_CACHE_SIZE", 5000, minimum=0)
     # Beyond this distance a point has no nearest city (a photo taken at sea gets none).
     nearest_max_km = positive_number("LOCATIONS_NEAREST_MAX_KM", 50.0)
 
@@ -56,8 +58,10 @@ class Locations:
         self.nearest_max_km: float = settings.nearest_max_km
         # Read the country and region names now, not on the first search (a tenth of a second).
         regions.qualifiers()
-        # Each worker's answers; functools' LRU is thread-safe and counts hits and misses.
-        self._cached_search = functools.lru_cache(maxsize=self.cache_size)(self._search)
+        # Each worker's answers, as the JSON sent (a third of the memory of the results, and
+        # nothing to encode on a hit); functools' LRU is thread-safe and counts hits and misses.
+        self._cached_answer = functools.lru_cache(maxsize=self.cache_size)(self._answer)
+        self._answered = 0  # answers made, not taken from the LRU
         # Which prefixes have a precomputed answer, and the LRU, follow the imported data.
         self.crowded: frozenset[tuple[str, str]] = frozenset()
         self.city_count = 0
@@ -76,29 +80,35 @@ class Locations:
         if not self.city_count:
             raise NotImported
 
-    def search(self, query: SearchQuery) -> list[dict]:
-        """The answer to a validated search (query.parse_search)."""
+    def answer(self, query: SearchQuery) -> bytes:
+        """The JSON answer (``{"results": [...]}``) to a validated search
+        (query.parse_search)."""
         self.require_data()
-        hits = self._cached_search.cache_info().hits
+        answered = self._answered
         # Keyed by what is searched: "Zürich" and "zurich" are one entry.
-        answer = self._cached_search(dataclasses.replace(query, text=query.folded))
+        body = self._cached_answer(query.key)
         if self.searches_counter is not None:
             self.searches_counter.inc()
-            if self._cached_search.cache_info().hits > hits:
+            if self._answered == answered:
                 self.cache_hits_counter.inc()
-        return answer
+        return body
+
+    def search(self, query: SearchQuery) -> list[dict]:
+        """The cities a validated search finds, best first."""
+        return json_loads(self.answer(query))["results"]
 
     def clear_cache(self) -> None:
         """Empty this worker's LRU, and its hit and miss counts."""
-        self._cached_search.cache_clear()
+        self._cached_answer.cache_clear()
 
     def cache_info(self):
         """This worker's LRU: hits, misses, maxsize and currsize (functools' CacheInfo)."""
-        return self._cached_search.cache_info()
+        return self._cached_answer.cache_info()
 
-    def _search(self, query: SearchQuery) -> list[dict]:
+    def _answer(self, query: SearchQuery) -> bytes:
+        self._answered += 1
         with self._reading() as connection:
-            return finder.find(connection, query, self.crowded)
+            return json_dumps({"results": finder.find(connection, query, self.crowded)})
 
     def _data_changed(self, version: int) -> None:
         with self._reading() as connection:

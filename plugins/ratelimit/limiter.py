@@ -97,7 +97,7 @@ class LocalStorage(MemoryStorage):
             self._MemoryStorage__expire_events()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
     """What one limit said about one request."""
 
@@ -112,7 +112,7 @@ class Outcome:
         return f'"{self.policy.name}";r={self.remaining};t={self.reset}'
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Op:
     """One operation on a counter: charge ``cost`` (0: only read), and read back unless
     ``read`` is False."""
@@ -125,6 +125,11 @@ class Op:
     @property
     def key(self) -> str:
         return self.policy.item.key_for(self.policy.name, self.who)
+
+    @property
+    def batch_key(self) -> tuple[str, str]:
+        """The counter's name among this worker's batches (cheaper than ``key``)."""
+        return (self.policy.name, self.who)
 
 
 def _outcome(op: Op, acquired: bool, window: tuple[float, int] | None, now: float) -> Outcome:
@@ -167,14 +172,14 @@ class Batches:
     KEYS_KEPT = 10_000  # the least recently used go; each loses at most batch - 1 unrecorded
 
     def __init__(self):
-        self._batches: OrderedDict[str, _Batch] = OrderedDict()
+        self._batches: OrderedDict[tuple[str, str], _Batch] = OrderedDict()
         self._lock = threading.Lock()
 
     def admit(self, op: Op, now: float) -> Outcome | None:
         """The outcome of admitting ``op`` here, or None when Redis must be asked."""
         policy = op.policy
         with self._lock:
-            batch = self._batches.get(op.key)
+            batch = self._batches.get((policy.name, op.who))
             if (
                 batch is None
                 or batch.admitted >= policy.batch - 1
@@ -189,7 +194,7 @@ class Batches:
             oldest = batch.oldest if batch.count else batch.since
         return _outcome(op, True, (oldest, count), now)
 
-    def take(self, key: str) -> int:
+    def take(self, key: tuple[str, str]) -> int:
         """The requests admitted here for ``key`` that Redis has not recorded (now zero)."""
         with self._lock:
             batch = self._batches.get(key)
@@ -198,7 +203,7 @@ class Batches:
             admitted, batch.admitted = batch.admitted, 0
             return admitted
 
-    def synced(self, key: str, window: tuple[float, int] | None) -> None:
+    def synced(self, key: tuple[str, str], window: tuple[float, int] | None) -> None:
         """What Redis answered about ``key``: (oldest, count) of its window, None if empty."""
         with self._lock:
             batch = self._batches.get(key)
@@ -297,7 +302,7 @@ class Counters:
         now = time.time()
         # What this worker admitted on its own is recorded with the check (lost, being served
         # already, if Redis does not answer).
-        admitted = [self.batches.take(op.key) if op.policy.batch > 1 else 0 for op in ops]
+        admitted = [self.batches.take(op.batch_key) if op.policy.batch > 1 else 0 for op in ops]
         try:
             replies = self._pipeline(ops, admitted, now)
         except redis.exceptions.NoScriptError:
@@ -308,7 +313,7 @@ class Counters:
         for op, (acquired, oldest, count) in zip(ops, replies, strict=True):
             found = (float(oldest), int(count)) if count else None
             if op.policy.batch > 1:
-                self.batches.synced(op.key, found)
+                self.batches.synced(op.batch_key, found)
             if not op.read:
                 results.append(None)
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import cached_property
 
 import falcon
 from limits import RateLimitItem, parse_many
@@ -87,15 +88,16 @@ class Policy:
     # 1: every request is checked there.
     batch: int = 1
 
-    @property
+    # Read on every request: worked out once.
+    @cached_property
     def quota(self) -> int:
         return self.item.amount
 
-    @property
+    @cached_property
     def window(self) -> int:
         return self.item.get_expiry()
 
-    @property
+    @cached_property
     def field(self) -> str:
         """This policy as an item of RateLimit-Policy (draft-ietf-httpapi-ratelimit-headers)."""
         return f'"{self.name}";q={self.quota};w={self.window}'
