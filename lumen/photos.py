@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 from lumen import events, images, photo_lists
 from lumen.caching import CachedRead
 from lumen.errors import invalid
+from lumen.jsonenc import dumps as json_dumps
 from lumen.models import Photo, User
-from lumen.resources.paging import Page
+from lumen.resources.paging import Cursor, Page
 from lumen.session import after_commit, after_rollback
 from lumen.storage import Incoming
 from lumen.users import profile_tag
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 EDITABLE_FIELDS = ("caption", "visibility", "location_id")
 # Only first pages are cached: the number of list entries stays bounded whatever clients ask.
 MAX_CACHED_OFFSET = 100
+# The shape of a cached page's value (list_photos), in its key: workers of two versions that
+# share a cache while a deployment rolls over never read each other's pages.
+PAGE_FORMAT = "v2"
 
 # --- the cache contract ------------------------------------------------------------------------
 
@@ -65,10 +69,11 @@ def list_read(lumen, session: Session, viewer, page: Page, owner_id, location_id
     key, tags = None, ()
     if location_id is None and page.cursor is None and page.offset < MAX_CACHED_OFFSET:
         if owner_id is None and viewer is None:
-            key, tags = f"photos:public:{page.limit}:{page.offset}", (PUBLIC_PHOTOS_TAG,)
+            key = f"photos:public:{page.limit}:{page.offset}:{PAGE_FORMAT}"
+            tags = (PUBLIC_PHOTOS_TAG,)
         elif owner_id is not None:
             scope = "all" if sees_everything_of(viewer, owner_id) else "public"
-            key = f"user:{owner_id}:photos:{scope}:{page.limit}:{page.offset}"
+            key = f"user:{owner_id}:photos:{scope}:{page.limit}:{page.offset}:{PAGE_FORMAT}"
             tags = (owner_photos_tag(owner_id),)
     return CachedRead(key, (*tags, CITIES_TAG), load)
 
@@ -234,12 +239,25 @@ def visible_record(lumen, session: Session, photo_id, viewer) -> dict:
 
 
 def list_photos(lumen, session: Session, viewer, page: Page, owner_id=None, location_id=None):
-    """A page of the photos ``viewer`` may see, newest first, their total, and whether the
-    list goes on past the page (``more``, in the direction the page was read)."""
+    """A page of the photos ``viewer`` may see, newest first, as the answer sends it: the
+    items' JSON (``body``), how many (``count``), their total, whether the list goes on past
+    the page (``more``, in the direction the page was read), and the cursors of its ends
+    (``first``: before the first item, ``last``: after the last; None without items)."""
     photos, more, total = photo_lists.read_page(session, viewer, page, owner_id, location_id)
     # Rendered for this viewer: each cached list is read by one kind of viewer only (its key
     # says which: anonymous, the owner, or anyone but the owner).
-    return {"items": render(lumen, photos, viewer), "total": total, "more": more}
+    items = render(lumen, photos, viewer)
+    # Encoded once, when read from the database: a cached page is sent as it was kept, with
+    # nothing to decode and encode again (a 20-photo page is 13 KB of JSON).
+    ends = (items[0], items[-1]) if items else None
+    return {
+        "body": json_dumps(items).decode(),
+        "count": len(items),
+        "total": total,
+        "more": more,
+        "first": Cursor(*photo_lists.key_of(ends[0]), before=True).encode() if ends else None,
+        "last": Cursor(*photo_lists.key_of(ends[1])).encode() if ends else None,
+    }
 
 
 def visible_page(lumen, session: Session, viewer, page: Page, owner_id=None, location_id=None):

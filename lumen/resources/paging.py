@@ -8,7 +8,6 @@ import binascii
 import hashlib
 import re
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
@@ -145,32 +144,26 @@ class Page:
             resp.set_header("Link", ", ".join(links))
 
     def respond_keyset(
-        self,
-        resp: falcon.Response,
-        items: list,
-        total: int,
-        more: bool,
-        key_of: Callable[[dict], tuple[datetime, uuid.UUID]],
-        path: str,
-        query: dict | None = None,
+        self, resp: falcon.Response, found: dict, path: str, query: dict | None = None
     ) -> None:
-        """Like ``respond``, for a list in keyset order: next (and prev, from a cursor page)
-        carry a cursor built from the page's last (first) item by ``key_of``. ``more``: the
-        list goes on past this page in the direction it was read."""
-        resp.media = items
-        resp.set_header("X-Total-Count", str(total))
+        """Like ``respond``, for a page of a list in keyset order as ``photos.list_photos``
+        gives it (its items' JSON, their count, the total, ``more``: whether the list goes on
+        past this page in the direction it was read, and the cursors of its ends): next (and
+        prev, from a cursor page) carry the cursor of the page's last (first) item."""
+        resp.data = found["body"].encode()
+        resp.content_type = falcon.MEDIA_JSON
+        resp.set_header("X-Total-Count", str(found["total"]))
         links = []
         before = self.cursor is not None and self.cursor.before
+        more, items = found["more"], found["count"] > 0
         if items and (more or before):
-            last = Cursor(*key_of(items[-1]))
-            links.append(self._link(path, query, "next", cursor=last.encode()))
+            links.append(self._link(path, query, "next", cursor=found["last"]))
         if self.cursor is None:
             if self.offset > 0:
                 prev = max(self.offset - self.limit, 0)
                 links.append(self._link(path, query, "prev", offset=prev))
         elif items and (more or not before):
-            first = Cursor(*key_of(items[0]), before=True)
-            links.append(self._link(path, query, "prev", cursor=first.encode()))
+            links.append(self._link(path, query, "prev", cursor=found["first"]))
         if links:
             resp.set_header("Link", ", ".join(links))
 

@@ -10,7 +10,7 @@ import os
 import falcon
 from falcon.util import BufferedReader
 
-from lumen import photo_lists, photos
+from lumen import photos
 from lumen.auth import require_user
 from lumen.errors import invalid
 from lumen.models import MAX_INTEGER
@@ -83,18 +83,7 @@ def serve_list(lumen, req, resp, path: str, owner_id=None, query=None) -> None:
     result = photos.visible_page(
         lumen, req.context.deferred_db, req.context.user, page, owner_id, location_id
     )
-    items, total = result["items"], result["total"]
-    # An entry cached before ``more`` was kept says it through the total.
-    more = result.get("more", page.offset + len(items) < total)
-    page.respond_keyset(
-        resp,
-        items,
-        total,
-        more,
-        photo_lists.key_of,
-        path,
-        {**(query or {}), "location_id": location_id},
-    )
+    page.respond_keyset(resp, result, path, {**(query or {}), "location_id": location_id})
 
 
 class PhotosResource:
