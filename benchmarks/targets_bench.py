@@ -141,7 +141,7 @@ def main() -> None:
 
         for path in found.paths:  # warm pools, caches, LRUs and the database's buffers
             for side in SIDES:
-                load(path, side, 2)
+                load(path, side, path.warm_s)
         runs = {(path.label, side): [] for path in found.paths for side in SIDES}
         bar = tqdm(total=args.rounds * len(found.paths), desc="rounds", unit="path")
         for round_number in range(args.rounds):
