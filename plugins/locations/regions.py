@@ -188,8 +188,10 @@ def qualifiers() -> Qualifiers:
         area = (region.country, region.admin1)
         for form in (region.name, *region.aliases):
             add(form, area)
-        # Letter codes only: "or", "nsw", "by", "eng"; numeric ones ("08") are never typed.
+        # Letter codes only: "or", "nsw", "by", "eng"; numeric ones ("08") are never typed,
+        # and a single letter (Venezuela's "A") is what someone typing "San A" has so far of
+        # "San Antonio", not a region.
         for code in (region.iso_suffix, region.admin1):
-            if _is_code(code):
+            if _is_code(code) and len(code) > 1:
                 add(code, area)
     return Qualifiers(entries)

@@ -115,3 +115,12 @@ def test_index_rows_cover_main_names_always_and_alternates_of_big_cities():
     big = typos.index_rows([("munich", True), ("muenchen", False)], 1_500_000)
     assert {name for _, name in big} == {"munich", "muenchen"}
     assert ("mnch", "munich") in big  # two deletions for the main name of a big city
+
+
+def test_a_single_letter_is_never_a_qualifier():
+    # Venezuela's region code A (Distrito Capital) read "San A", typed on the way to "San
+    # Antonio", as "San" in Caracas's region, and ranked Caracas first.
+    index = regions.qualifiers()
+    assert readings("san a", index) == [Reading("san a", None)]
+    assert not any(len(key) == 1 for key in index.areas)
+    assert ("VE", "25") in index.lookup("distrito capital")
