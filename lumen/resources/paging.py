@@ -155,14 +155,14 @@ class Page:
         resp.set_header("X-Total-Count", str(found["total"]))
         links = []
         before = self.cursor is not None and self.cursor.before
-        more, items = found["more"], found["count"] > 0
-        if items and (more or before):
+        more, has_items = found["more"], found["count"] > 0
+        if has_items and (more or before):
             links.append(self._link(path, query, "next", cursor=found["last"]))
         if self.cursor is None:
             if self.offset > 0:
                 prev = max(self.offset - self.limit, 0)
                 links.append(self._link(path, query, "prev", offset=prev))
-        elif items and (more or not before):
+        elif has_items and (more or not before):
             links.append(self._link(path, query, "prev", cursor=found["first"]))
         if links:
             resp.set_header("Link", ", ".join(links))
