@@ -10,6 +10,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from urllib.parse import urlencode
 
 import falcon
@@ -177,6 +178,14 @@ class Page:
 
 def canonical_uuid(value: str) -> uuid.UUID | None:
     """The UUID ``value`` writes in canonical form, else None."""
+    # A canonical UUID is 36 characters: nothing longer is kept by the cache below.
+    return _canonical_uuid(value) if len(value) == 36 else None
+
+
+@lru_cache(maxsize=4096)
+def _canonical_uuid(value: str) -> uuid.UUID | None:
+    # The ids asked most, parsed once: a GET reads its path's id twice (lumen.prefetch, then
+    # the responder).
     return uuid.UUID(value) if _CANONICAL_UUID.fullmatch(value) else None
 
 
