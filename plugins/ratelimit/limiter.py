@@ -179,7 +179,7 @@ class Batches:
         """The outcome of admitting ``op`` here, or None when Redis must be asked."""
         policy = op.policy
         with self._lock:
-            batch = self._batches.get((policy.name, op.who))
+            batch = self._batches.get(op.batch_key)
             if (
                 batch is None
                 or batch.admitted >= policy.batch - 1
@@ -330,8 +330,8 @@ class Counters:
                     1,
                     prefixed(op.key),
                     now,
-                    op.policy.item.amount,
-                    op.policy.item.get_expiry(),
+                    op.policy.quota,
+                    op.policy.window,
                     op.cost,
                     extra,
                 )

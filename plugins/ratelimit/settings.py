@@ -8,7 +8,7 @@ CIDRs. A bad value stops start-up with one line naming the variable.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import falcon
@@ -127,9 +127,7 @@ def policies(section) -> dict[str, Policy]:
         for name, variable in variables.items()
     }
     default = found["default"]
-    found["default"] = Policy(
-        default.name, default.variable, default.item, batch_of(default.quota, section["batch"])
-    )
+    found["default"] = replace(default, batch=batch_of(default.quota, section["batch"]))
     return found
 
 
