@@ -244,6 +244,11 @@ class Counters:
     def in_memory(self) -> bool:
         return self.client is None or time.monotonic() < self._memory_until
 
+    @property
+    def degraded(self) -> bool:
+        """Redis failed and has not answered since (the retry wait may be over already)."""
+        return self._degraded
+
     def _redis_failed(self, exc: Exception) -> None:
         self._degraded = True
         with self._lock:
