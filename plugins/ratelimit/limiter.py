@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 # limits' acquire_moving_window.lua and moving_window.lua as one script, so an operation is one
 # call instead of two (the same list per key, newest first; the same rules), which also records
 # requests a worker has already admitted on its own (a batch, see ``Batches``) and drops the
-# entries that have left the window, so a list holds no more than its window's requests.
+# entries that have left the window, so a list holds no more than its window's requests. The
+# list is trimmed once, at the end, and the window's oldest entry found from the tail: a call
+# makes five commands where a search from the head made twenty.
 # KEYS: the counter. ARGV: now, quota, window (s), cost (0: read only), admitted (entries to
 # record whatever the count). Returns {acquired (1/0), oldest timestamp in the window ('' if
 # none), entries in the window}.
@@ -38,43 +40,64 @@ CHARGE_AND_READ = """
 local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local expiry, amount = tonumber(ARGV[3]), tonumber(ARGV[4])
 local admitted = math.min(tonumber(ARGV[5] or 0), limit)
-local function push(count)
-  local entries = {}
-  for i = 1, count do entries[i] = now end
-  for i = 1, #entries, 5000 do
-    redis.call('lpush', KEYS[1], unpack(entries, i, math.min(i + 4999, #entries)))
-  end
-  redis.call('ltrim', KEYS[1], 0, limit - 1)
-  redis.call('expire', KEYS[1], expiry)
-end
-if admitted > 0 then push(admitted) end
+local target = now - expiry
+-- The charge fits when the entry `amount` places before the end of the quota, counted after
+-- the admitted ones are recorded, has left the window (or there is none).
 local acquired = 1
 if amount > 0 then
-  if amount > limit then
+  local place = limit - amount - admitted
+  if amount > limit or place < 0 then
     acquired = 0
   else
-    local entry = redis.call('lindex', KEYS[1], limit - amount)
-    if entry and tonumber(entry) >= now - expiry then
-      acquired = 0
-    else
-      push(amount)
-    end
+    local entry = redis.call('lindex', KEYS[1], place)
+    if entry and tonumber(entry) >= target then acquired = 0 end
   end
 end
-local target, low, high, found = now - expiry, 0, limit - 1, nil
-while low <= high do
-  local mid = math.floor((low + high) / 2)
-  local value = tonumber(redis.call('lindex', KEYS[1], mid))
-  if value and value >= target then
-    found = mid
-    low = mid + 1
+local count = admitted + (acquired == 1 and amount or 0)
+local length
+if count > 0 then
+  local entries = {}
+  for i = 1, count do entries[i] = now end
+  for i = 1, count, 5000 do
+    length = redis.call('lpush', KEYS[1], unpack(entries, i, math.min(i + 4999, count)))
+  end
+  redis.call('expire', KEYS[1], expiry)
+else
+  length = redis.call('llen', KEYS[1])
+end
+length = math.min(length, limit)
+-- The window's entries are the first of the list, at most `limit`. Those that left it since
+-- the last call are at its tail and few: the tail is read first, the rest searched only when
+-- the whole tail has left the window.
+local TAIL = 64
+local found, oldest = nil, nil
+if length > 0 then
+  local first = math.max(0, length - TAIL)
+  local tail = redis.call('lrange', KEYS[1], first, length - 1)
+  if tonumber(tail[1]) >= target then
+    for i = #tail, 1, -1 do
+      if tonumber(tail[i]) >= target then
+        found, oldest = first + i - 1, tail[i]
+        break
+      end
+    end
   else
-    high = mid - 1
+    local low, high = 0, first - 1
+    while low <= high do
+      local mid = math.floor((low + high) / 2)
+      local value = redis.call('lindex', KEYS[1], mid)
+      if tonumber(value) >= target then
+        found, oldest = mid, value
+        low = mid + 1
+      else
+        high = mid - 1
+      end
+    end
   end
 end
 if found then
   redis.call('ltrim', KEYS[1], 0, found)
-  return {acquired, tostring(redis.call('lindex', KEYS[1], found)), found + 1}
+  return {acquired, oldest, found + 1}
 end
 redis.call('del', KEYS[1])
 return {acquired, '', 0}
