@@ -89,7 +89,7 @@ def check_storage(counters: Counters) -> dict:
     if counters.client is None:
         entry["observedValue"] = "memory"
         entry["output"] = "in memory, per worker (REDIS_URL is not set)"
-    elif counters.in_memory or counters.degraded:
+    elif counters.degraded:
         # Memory until Redis has answered a check again, not merely until the retry wait ends.
         entry["observedValue"] = "memory"
         entry["status"] = "warn"

@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 # call instead of two (the same list per key, newest first; the same rules), which also records
 # requests a worker has already admitted on its own (a batch, see ``Batches``) and drops the
 # entries that have left the window, so a list holds no more than its window's requests. The
-# list is trimmed once, at the end, and the window's oldest entry found from the tail: a call
-# makes five commands where a search from the head made twenty.
+# list is trimmed once, at the end, and the window's oldest entry found from the tail: five
+# commands in the usual case, where a binary search from the head would make about twenty.
 # KEYS: the counter. ARGV: now, quota, window (s), cost (0: read only), admitted (entries to
 # record whatever the count). Returns {acquired (1/0), oldest timestamp in the window ('' if
 # none), entries in the window}.
@@ -269,7 +269,8 @@ class Counters:
 
     @property
     def degraded(self) -> bool:
-        """Redis failed and has not answered since (the retry wait may be over already)."""
+        """Redis failed and has not answered since: true whenever ``in_memory`` is with a
+        client, and after the retry wait too, until a check is counted in Redis again."""
         return self._degraded
 
     def _redis_failed(self, exc: Exception) -> None:
