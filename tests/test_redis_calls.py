@@ -3,6 +3,8 @@ connection that dies."""
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 
 import pytest
@@ -97,3 +99,79 @@ def test_a_dead_connection_fails_once_then_reconnects(calls, redis_client, redis
     assert isinstance(calls.take("e").error, redis.ConnectionError)
     assert calls.execute("PING") == b"PONG"
     assert calls.execute("CLIENT", "ID") != own
+
+
+def test_a_reply_that_does_not_come_in_time_is_a_timeout_then_it_reconnects(
+    redis_url, redis_prefix
+):
+    client = redis.Redis.from_url(redis_url, socket_timeout=0.2)
+    calls = RedisCalls(client)
+    try:
+        own = calls.execute("CLIENT", "ID")
+        with pytest.raises(redis.TimeoutError):
+            calls.execute("BLPOP", f"{redis_prefix}:empty", 2)  # blocks past the timeout
+        # The late reply never reaches the next command: a new connection answers it.
+        assert calls.execute("PING") == b"PONG"
+        assert calls.execute("CLIENT", "ID") != own
+    finally:
+        client.close()
+
+
+def test_the_health_check_clock_moves_with_each_exchange(redis_url):
+    client = redis.Redis.from_url(redis_url, health_check_interval=30)
+    calls = RedisCalls(client)
+    try:
+        calls.execute("PING")
+        connection = calls._state().connection
+        connection.next_health_check = 0
+        calls.pipeline([("PING",), ("PING",)])
+        assert connection.next_health_check > 0  # redis-py would not check a busy connection
+    finally:
+        client.close()
+
+
+def test_resp3_connections_read_their_replies_too(redis_url, redis_prefix):
+    client = redis.Redis.from_url(redis_url, protocol=3)
+    calls = RedisCalls(client)
+    try:
+        key = f"{redis_prefix}:r3"
+        assert calls.pipeline([("SET", key, "v"), ("GET", key), ("EXPIRE", key, 60)]) == [
+            b"OK",
+            b"v",
+            True,
+        ]
+        with pytest.raises(redis.ResponseError):
+            calls.pipeline([("HGET", key, "f"), ("PING",)])
+        assert calls.execute("GET", key) == b"v"
+    finally:
+        client.close()
+
+
+def test_a_reset_connection_is_a_connection_error(redis_prefix):
+    """A peer that resets the connection (RST, not FIN) once the command arrives: Redis itself
+    only ever closes cleanly, so a real socket on loopback plays the peer. It answers the
+    client's set-up commands, then resets on PING."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def peer():
+        conn, _ = listener.accept()
+        with conn:
+            while data := conn.recv(65536):
+                if b"PING" in data:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                conn.sendall(b"+OK\r\n" * data.count(b"*"))
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+    calls = RedisCalls(client)
+    try:
+        with pytest.raises(redis.ConnectionError):
+            calls.execute("PING")
+        assert calls._state().connection is None  # dropped: the next call connects anew
+    finally:
+        client.close()
+        listener.close()
+        thread.join(timeout=5)
