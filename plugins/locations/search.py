@@ -51,15 +51,19 @@ CITY_COLUMNS = (
     cities.c.rank,
 )
 
+# LIMIT rather than ``position < :limit``: the planner, which cannot know that a prefix has at
+# most TOP_CITIES positions, estimated hundreds of rows for the most crowded prefixes ("a",
+# "sa") and hashed the whole cities table to join them (22 ms on cities15000, against 0.2 ms
+# for the nested loop a LIMIT makes it choose).
 PRECOMPUTED_ANSWER = (
     sa.select(*CITY_COLUMNS, top_cities.c.matched_name)
     .join_from(top_cities, cities, cities.c.id == top_cities.c.city_id)
     .where(
         top_cities.c.scope == sa.bindparam("scope"),
         top_cities.c.prefix == sa.bindparam("prefix"),
-        top_cities.c.position < sa.bindparam("limit"),
     )
     .order_by(top_cities.c.position)
+    .limit(sa.bindparam("limit"))
 )
 _NAME_COLUMNS = (names.c.city_id, names.c.name_folded, names.c.name, names.c.is_main, names.c.rank)
 _PREFIX_RANGE = (
