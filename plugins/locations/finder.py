@@ -200,7 +200,7 @@ def _typo_candidates(connection, text: str, plans: list, allowed, query, rows, f
     if not close:
         return
     distance_of = {name: distance for distance, name in close}
-    for row in connection.execute(CITIES_NAMED, {"names": list(distance_of)}):
+    for row in search.records(connection, CITIES_NAMED, {"names": list(distance_of)}):
         for reading, areas in plans:
             if not _inside(row, areas, allowed):
                 continue

