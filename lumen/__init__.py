@@ -33,6 +33,7 @@ from lumen.models import MAX_INTEGER  # noqa: E402
 from lumen.openapi import document_errors, operation  # noqa: E402
 from lumen.photos import CITIES_TAG, newest_public_reads  # noqa: E402
 from lumen.plugins import PluginError  # noqa: E402
+from lumen.records import records  # noqa: E402
 from lumen.schemas import parse_integer, request_body  # noqa: E402
 from lumen.secrets import Redactor  # noqa: E402
 from lumen.session import after_commit, after_rollback  # noqa: E402
@@ -67,6 +68,7 @@ __all__ = [
     "operation",
     "parse_integer",
     "pass_lumen",
+    "records",
     "positive_int",
     "positive_number",
     "refuse_data_loss",

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from lumen.models import VISIBILITIES, Photo
 from lumen.photo_counts import owner_count_of, total_of
+from lumen.records import records
 from lumen.resources.paging import Page
 from lumen.visibility import PUBLIC
 
@@ -194,7 +195,7 @@ def read_page(session: Session, viewer, page: Page, owner_id=None, location_id=N
     parts, by_location, direction = shape = _shape(viewer, page, owner_id, location_id)
     values = {**_filter_values(viewer, owner_id, location_id), **_page_values(page)}
     connection = session.connection()
-    photos = connection.execute(_page_statement(shape), values).all()
+    photos = records(connection, _page_statement(shape), values)
     more = len(photos) > page.limit
     photos = photos[: page.limit]
     if direction == "before":

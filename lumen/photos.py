@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import falcon
-from sqlalchemy import Row, bindparam, func, select, union, update
+from sqlalchemy import bindparam, func, select, union, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,7 @@ from lumen.caching import CachedRead
 from lumen.errors import invalid
 from lumen.jsonenc import dumps as json_dumps
 from lumen.models import Photo, User
+from lumen.records import records
 from lumen.resources.paging import Cursor, Page
 from lumen.session import after_commit, after_rollback
 from lumen.storage import Incoming
@@ -130,10 +131,10 @@ def _timestamp(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def photo_record(photo: Photo | Row, city: dict | None) -> dict[str, Any]:
-    """What the cache keeps of a photo (an entity, or a Core row of the photos table): its JSON
-    as anyone but the owner sees it, what differs for the owner (``owner``: None when nothing
-    does), and where its files are.
+def photo_record(photo: Photo | tuple, city: dict | None) -> dict[str, Any]:
+    """What the cache keeps of a photo (an entity, or a record of the photos table, see
+    lumen.records): its JSON as anyone but the owner sees it, what differs for the owner
+    (``owner``: None when nothing does), and where its files are.
 
     Where the original carries location metadata, others see the copy without it: its URL, its
     sha256 and size (the original's hash would let a guess of the removed bytes be checked).
@@ -205,8 +206,8 @@ def lookup_locations(lumen, location_ids: Iterable[int | None]) -> dict[int, dic
     return lumen.hook.lumen_location_lookup(lumen=lumen, location_ids=ids) or {}
 
 
-def render(lumen, photos: Sequence[Photo | Row], viewer) -> list[dict]:
-    """The photos' JSON as ``viewer`` sees them (entities, or Core rows of the photos table as
+def render(lumen, photos: Sequence[Photo | tuple], viewer) -> list[dict]:
+    """The photos' JSON as ``viewer`` sees them (entities, or records of the photos table as
     the lists read them)."""
     cities = lookup_locations(lumen, (p.location_id for p in photos))
     return [as_seen_by(photo_record(p, cities.get(p.location_id)), viewer) for p in photos]
@@ -216,15 +217,16 @@ def not_found() -> falcon.HTTPNotFound:
     return falcon.HTTPNotFound(title="Not found", description="id: no such photo")
 
 
-# Built once, run with the id bound. A Core row has the attributes photo_record reads; an ORM
+# Built once, run with the id bound. A record has the attributes photo_record reads; an ORM
 # entity (identity map, instrumented attributes) cost about as much again as the query.
 _PHOTO_BY_ID = select(Photo.__table__).where(Photo.__table__.c.id == bindparam("photo_id"))
 
 
 def load_record(lumen, session: Session, photo_id) -> dict:
-    photo = session.connection().execute(_PHOTO_BY_ID, {"photo_id": photo_id}).first()
-    if photo is None:
+    found = records(session.connection(), _PHOTO_BY_ID, {"photo_id": photo_id})
+    if not found:
         raise not_found()
+    photo = found[0]
     city = lookup_locations(lumen, [photo.location_id]).get(photo.location_id)
     return photo_record(photo, city)
 

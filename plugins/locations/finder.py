@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from lumen import records
 from lumen_plugins.locations import search, typos
 from lumen_plugins.locations.interpret import Reading, readings
 from lumen_plugins.locations.nearest import distance_km
@@ -200,7 +201,7 @@ def _typo_candidates(connection, text: str, plans: list, allowed, query, rows, f
     if not close:
         return
     distance_of = {name: distance for distance, name in close}
-    for row in search.records(connection, CITIES_NAMED, {"names": list(distance_of)}):
+    for row in records(connection, CITIES_NAMED, {"names": list(distance_of)}):
         for reading, areas in plans:
             if not _inside(row, areas, allowed):
                 continue
