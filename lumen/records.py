@@ -10,13 +10,15 @@ a tuple does.
 
 from __future__ import annotations
 
+import weakref
 from collections import namedtuple
 from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
 
-_TYPES: dict[Select, type] = {}
+# Weak keys: a statement built per call (a plugin's ad hoc select) takes its type with it.
+_TYPES: weakref.WeakKeyDictionary[Select, type] = weakref.WeakKeyDictionary()
 
 
 def record_type(statement: Select) -> type:

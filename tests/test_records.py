@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+
 import sqlalchemy as sa
 
 from lumen import records
-from lumen.records import record_type
+from lumen.records import _TYPES, record_type
 
 TABLE = sa.table("t", sa.column("id"), sa.column("name"))
 
@@ -31,7 +33,12 @@ def test_parameters_are_bound_and_an_empty_result_is_an_empty_list(backend):
         assert [r.n for r in records(connection, statement, {"wanted": 1})] == [1]
 
 
-def test_the_type_is_made_once_per_statement():
+def test_the_type_is_made_once_per_statement_and_goes_with_it():
     one = sa.select(TABLE.c.id, TABLE.c.name)
     assert record_type(one) is record_type(one)
     assert record_type(sa.select(TABLE.c.name))._fields == ("name",)
+    kept = len(_TYPES)
+    for _ in range(100):  # statements built per call must not pile up
+        record_type(sa.select(TABLE.c.id))
+    gc.collect()
+    assert len(_TYPES) <= kept
