@@ -226,13 +226,9 @@ def rank_matches(rows: Iterable, folded: str) -> list[list]:
 
 
 def _cities_in_order(connection: Connection, answer: list[list]) -> list[dict]:
-    if not answer:
-        return []
-    rows = records(connection, CITIES_BY_ID, {"ids": [city_id for city_id, _ in answer]})
-    by_id = {row.id: row for row in rows}
+    by_id = city_rows(connection, (city_id for city_id, _ in answer))
     return [city_dict(by_id[city_id], matched) for city_id, matched in answer if city_id in by_id]
 
 
 def cities_by_id(connection: Connection, city_ids: Iterable[int]) -> dict[int, dict]:
-    rows = records(connection, CITIES_BY_ID, {"ids": list(city_ids)})
-    return {row.id: city_dict(row) for row in rows}
+    return {city_id: city_dict(row) for city_id, row in city_rows(connection, city_ids).items()}
