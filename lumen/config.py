@@ -83,11 +83,13 @@ def positive_int(variable: str, default: int | None, minimum: int = 1) -> fields
     )
 
 
-def positive_number(variable: str, default: float, minimum: float = 0) -> fields.Float:
-    """A number above ``minimum`` (exclusive)."""
+def positive_number(
+    variable: str, default: float, minimum: float = 0, maximum: float | None = None
+) -> fields.Float:
+    """A number above ``minimum`` (exclusive), and at most ``maximum`` where one is given."""
     return fields.Float(
         load_default=default,
-        validate=validate.Range(min=minimum, min_inclusive=False),
+        validate=validate.Range(min=minimum, min_inclusive=False, max=maximum),
         data_key=variable,
     )
 

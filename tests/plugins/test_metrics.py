@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import falcon.testing
 import pytest
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -22,6 +22,7 @@ from lumen import hookimpl
 from lumen.app import Lumen
 from lumen.config import ConfigError, load_settings
 from lumen.plugins import PluginError, make_plugin_manager
+from lumen_plugins.metrics import LATENCY_BUCKETS
 
 
 class Registering:
@@ -108,6 +109,81 @@ def test_an_unknown_method_is_counted_as_other(metrics_app):
     text = scrape(client)
     assert value(text, "lumen_http_requests_total", method="other") == 1
     assert "BREW" not in text
+
+
+def test_a_workers_counts_reach_its_metrics_within_the_flush_interval_without_a_scrape(
+    metrics_app,
+):
+    # Other workers' figures reach a scrape through their files, written by each worker's own
+    # flush: without a scrape of this worker, its counts must still get there, and soon.
+    client = metrics_app(METRICS_FLUSH_SECONDS="0.05")
+    registry = client.app.lumen.state["metrics"].registry
+    labels = {"method": "GET", "route": "/api/v1/photos", "status": "200"}
+    for _ in range(3):
+        assert client.simulate_get("/api/v1/photos").status_code == 200
+    deadline = time.monotonic() + 10
+    while registry.get_sample_value("lumen_http_requests_total", labels) != 3:
+        assert time.monotonic() < deadline, "the counts never reached the registry"
+        time.sleep(0.01)
+    assert registry.get_sample_value("lumen_http_request_duration_seconds_count", labels) == 3
+
+
+def test_counts_kept_for_the_next_flush_match_a_histogram_observed_one_at_a_time(metrics_app):
+    client = metrics_app(METRICS_FLUSH_SECONDS="60")  # no flush but the ones made here
+    metrics = client.app.lumen.state["metrics"]
+    seconds = [0.0004, 0.001, 0.003, 0.003, 0.07, 2.0, 12.5]  # on a bound, between, past all
+    for elapsed in seconds:
+        metrics.observe("GET", "/x", 200, elapsed)
+    metrics.tallies.flush()
+    metrics.observe("GET", "/x", 200, 0.2)  # added to what was flushed before
+    metrics.observe("POST", "/x", 201, 0.2)
+    metrics.tallies.flush()
+
+    expected = CollectorRegistry()
+    histogram = Histogram(
+        "lumen_http_request_duration_seconds",
+        "",
+        ("method", "route", "status"),
+        buckets=LATENCY_BUCKETS,
+        registry=expected,
+    )
+    for elapsed in [*seconds, 0.2]:
+        histogram.labels("GET", "/x", "200").observe(elapsed)
+    histogram.labels("POST", "/x", "201").observe(0.2)
+
+    def latency_samples(registry) -> set:
+        return {
+            (s.name, tuple(sorted(s.labels.items())), round(s.value, 9))
+            for s in samples(generate_latest(registry).decode())
+            if s.name.startswith("lumen_http_request_duration_seconds")
+            and not s.name.endswith("_created")  # when each was made, which differs
+            and s.labels.get("route") == "/x"
+        }
+
+    assert latency_samples(metrics.registry) == latency_samples(expected)
+    assert (
+        metrics.registry.get_sample_value(
+            "lumen_http_requests_total", {"method": "GET", "route": "/x", "status": "200"}
+        )
+        == len(seconds) + 1
+    )
+
+
+def test_what_is_counted_after_the_last_flush_is_written_at_shutdown(metrics_app):
+    client = metrics_app(METRICS_FLUSH_SECONDS="60")
+    metrics = client.app.lumen.state["metrics"]
+    assert client.simulate_get("/api/v1/photos").status_code == 200
+    labels = {"method": "GET", "route": "/api/v1/photos", "status": "200"}
+    assert metrics.registry.get_sample_value("lumen_http_requests_total", labels) is None
+    client.app.lumen.shutdown()
+    assert metrics.registry.get_sample_value("lumen_http_requests_total", labels) == 1
+
+
+def test_a_flush_interval_out_of_range_stops_startup(metrics_app):
+    for bad in ("0", "61", "soon"):
+        with pytest.raises(ConfigError) as caught:
+            metrics_app(METRICS_FLUSH_SECONDS=bad)
+        assert "METRICS_FLUSH_SECONDS" in str(caught.value)
 
 
 def test_pool_figures_are_gauges(metrics_app, backend):
@@ -297,6 +373,7 @@ def test_two_gunicorn_workers_add_up_in_metrics(gunicorn_server, tmp_path):
             "METRICS_ENABLED": "true",
             "PROMETHEUS_MULTIPROC_DIR": str(directory),
             "DB_POOL_SIZE": str(pool_size),
+            "METRICS_FLUSH_SECONDS": "0.2",
         },
         workers=2,
     )
@@ -306,11 +383,15 @@ def test_two_gunicorn_workers_add_up_in_metrics(gunicorn_server, tmp_path):
             statuses = list(pool.map(lambda _: get(server.port, "/livez")[0], range(100)))
             assert statuses == [200] * 100
             sent += 100
+            time.sleep(0.3)  # each worker writes its counts to its file at least this often
             if len([n for n in served_by_pid(directory).values() if n > 0]) >= 2:
                 break
+    deadline = time.monotonic() + 10
+    while sum(served_by_pid(directory).values()) != sent:
+        assert time.monotonic() < deadline, (served_by_pid(directory), sent)
+        time.sleep(0.05)
     per_worker = served_by_pid(directory)
     assert len([n for n in per_worker.values() if n > 0]) >= 2, per_worker
-    assert sum(per_worker.values()) == sent
 
     status, body = get(server.port, "/metrics")
     assert status == 200
