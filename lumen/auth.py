@@ -210,7 +210,7 @@ class AuthMiddleware:
         self.cache = cache
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params):
-        header = req.get_header("Authorization")
+        header = req.env.get("HTTP_AUTHORIZATION")  # absent from most requests: no KeyError
         if header is None or req.method == "OPTIONS":
             return
         if not getattr(resource, "authenticate", True):

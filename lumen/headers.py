@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import falcon
 
 
@@ -19,6 +21,7 @@ def add_vary(resp: falcon.Response, *names: str) -> None:
         resp.set_header("Vary", ", ".join([current, *missing]))
 
 
+@functools.lru_cache(maxsize=64)  # responses' own types, a handful; asked several times each
 def is_json(content_type: str | None) -> bool:
     """application/json and the +json types (health+json, problem+json)."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
@@ -30,4 +33,6 @@ def is_json(content_type: str | None) -> bool:
 def media_type_of(resp: falcon.Response) -> str:
     """The Content-Type the response will be sent with: falcon gives a body without one its
     default media type (JSON) only when it renders it, after every middleware."""
-    return resp.content_type or resp.options.default_media_type
+    # get_header, not the content_type property, whose getter raises and catches a KeyError
+    # while the type is unset, as it is for every answer with media.
+    return resp.get_header("Content-Type") or resp.options.default_media_type

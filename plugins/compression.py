@@ -9,6 +9,7 @@ two encodings of one resource are different bytes, and strong ETags promise the 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib
 
@@ -38,6 +39,7 @@ def _brotli():
         return None
 
 
+@functools.lru_cache(maxsize=64)  # responses' own types, a handful
 def compressible(content_type: str | None) -> bool:
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     return is_json(media_type) or media_type.startswith("text/")
@@ -88,7 +90,7 @@ class CompressionMiddleware:
         add_vary(resp, "Accept-Encoding")
         if req.method == "HEAD":
             return
-        coding = accepted(req.get_header("Accept-Encoding"), self.available)
+        coding = accepted(req.env.get("HTTP_ACCEPT_ENCODING"), self.available)
         if coding is None:
             return
         resp.data = self.encode(coding, body)

@@ -49,7 +49,7 @@ class ConditionalMiddleware:
             return
         etag = etag_of(body)
         resp.set_header("ETag", etag)
-        if matches(req.get_header("If-None-Match"), etag):
+        if matches(req.env.get("HTTP_IF_NONE_MATCH"), etag):
             resp.status = falcon.HTTP_304
             # No body, so no type: rendering the body above gave the response one.
             resp.media = resp.data = resp.text = None

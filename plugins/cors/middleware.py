@@ -63,7 +63,9 @@ class CorsMiddleware:
         self._expose_headers = ", ".join(policy.expose_headers)
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        origin = req.get_header("Origin")
+        # Read from the WSGI environ: falcon's get_header raises and catches a KeyError for a
+        # header that is absent, as Origin is from most requests.
+        origin = req.env.get("HTTP_ORIGIN")
         if origin is None:
             return
         if not _is_preflight(req):
@@ -103,7 +105,7 @@ class CorsMiddleware:
         # Every answer depends on Origin, so every answer says so, errors and 304s included.
         preflight = _is_preflight(req)
         add_vary(resp, *(PREFLIGHT_VARY if preflight else ("Origin",)))
-        origin = req.get_header("Origin")
+        origin = req.env.get("HTTP_ORIGIN")
         if origin is None or getattr(req.context, "cors_refused", False):
             return
         if not self.policy.allows(origin):

@@ -164,7 +164,10 @@ class ClientAddress:
 
     def key_of(self, req: falcon.Request) -> str:
         """The counter key of the request's client address (see ``address_key``)."""
-        seen = (req.remote_addr, req.get_header("Forwarded"), req.get_header("X-Forwarded-For"))
+        # Read from the WSGI environ: falcon's get_header raises and catches a KeyError for a
+        # header that is absent, as Forwarded is from most requests.
+        env = req.env
+        seen = (req.remote_addr, env.get("HTTP_FORWARDED"), env.get("HTTP_X_FORWARDED_FOR"))
         key = self._keys.get(seen)
         if key is None:
             if len(self._keys) >= _KEYS_KEPT:
