@@ -231,10 +231,10 @@ class RequestTallies:
     of the worker's own, on a scrape that this worker answers, and when the app shuts down.
 
     A metric update in multiprocess mode takes a lock and writes to a memory-mapped file: three
-    of them per request (the counter, the histogram's sum and bucket) were a fifth of the CPU of
-    a ``/livez``. Adding to a dict under one lock costs a fraction of that; what the other
-    workers counted reaches a scrape at most ``flush_seconds`` late, well inside a scrape
-    interval.
+    of them per request (the counter, the histogram's sum and bucket) were a fifth of the
+    instructions of a ``/livez``. Adding to a dict under one lock costs a fraction of that; what
+    the other workers counted reaches a scrape at most ``flush_seconds`` late, well inside a
+    scrape interval.
     """
 
     def __init__(self, requests: Counter, latency: Histogram, flush_seconds: float):
