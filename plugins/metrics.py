@@ -270,7 +270,7 @@ class RequestTallies:
             self._flusher = threading.Thread(
                 target=self._flush_until_stopped, name="lumen-metrics-flush", daemon=True
             )
-        self._flusher.start()
+            self._flusher.start()  # under the lock: close() never joins a thread not started
 
     def _flush_until_stopped(self) -> None:
         while not self._stop.wait(self.flush_seconds):
