@@ -37,6 +37,7 @@ from lumen.records import records  # noqa: E402
 from lumen.schemas import parse_integer, request_body  # noqa: E402
 from lumen.secrets import Redactor  # noqa: E402
 from lumen.session import after_commit, after_rollback  # noqa: E402
+from lumen.tally import Tally  # noqa: E402
 
 __all__ = [
     "CITIES_TAG",
@@ -49,6 +50,7 @@ __all__ = [
     "PluginError",
     "Redactor",
     "SettingsSchema",
+    "Tally",
     "__version__",
     "after_commit",
     "add_vary",

@@ -16,6 +16,7 @@ import bisect
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import falcon
 from falcon.constants import COMBINED_METHODS
@@ -174,7 +175,10 @@ class Metrics:
         self._pool_due = 0.0
         self.update_pool()
         self.tallies = RequestTallies(
-            self.requests, self.latency, lumen.settings_of(MetricsSettings).flush_seconds
+            self.requests,
+            self.latency,
+            lumen.settings_of(MetricsSettings).flush_seconds,
+            also=lumen.tally.flush,  # the other plugins' counters, on the same schedule
         )
 
     def _pool_gauge(self, figure: str, documentation: str) -> Gauge:
@@ -237,8 +241,15 @@ class RequestTallies:
     scrape interval.
     """
 
-    def __init__(self, requests: Counter, latency: Histogram, flush_seconds: float):
+    def __init__(
+        self,
+        requests: Counter,
+        latency: Histogram,
+        flush_seconds: float,
+        also: Callable[[], None] = lambda: None,
+    ):
         self.requests = requests
+        self.also = also
         self.latency = latency
         self.flush_seconds = flush_seconds
         # The histogram's upper bounds, +Inf last: a value goes to the first bound it does not
@@ -277,6 +288,7 @@ class RequestTallies:
             self.flush()
 
     def flush(self) -> None:
+        self.also()
         with self._lock:
             pending, self._pending = self._pending, {}
         for key, (count, total, buckets) in pending.items():

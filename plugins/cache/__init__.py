@@ -49,7 +49,7 @@ class CacheSettings(SettingsSchema):
 
 def build_cache(lumen) -> Cache:
     section = lumen.settings_of(CacheSettings)
-    keys, stats = Keys(section.key_prefix), Stats()
+    keys, stats = Keys(section.key_prefix), Stats(lumen.tally)
     store = None
     if lumen.redis is not None:
         ttl_seconds = max(1, int(section.ttl_days * 86400))

@@ -4,7 +4,7 @@ Lookups, misses and invalidations are counted in Redis, per minute, by the same 
 transaction that does the work (no extra round trip), so every worker and host adds to the same
 figures. Errors cannot be counted in a Redis that is unreachable: they are kept in the process
 and added once Redis answers again. Each process also counts into prometheus_client Counters
-once the metrics plugin hands it a registry.
+once the metrics plugin hands it a registry, through ``lumen.tally``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import threading
 import time
 
 from prometheus_client import Counter, Gauge
+
+from lumen import Tally
 
 # Minute buckets are kept a day: enough for ``lumen cache stats`` and the health check.
 BUCKET_TTL_SECONDS = 24 * 3600
@@ -30,7 +32,8 @@ def current_minute() -> int:
 
 
 class Stats:
-    def __init__(self):
+    def __init__(self, tally: Tally):
+        self.tally = tally
         self._counters: dict[str, Counter] = {}
         self._breaker_open: Gauge | None = None
         self._registries: set[int] = set()
@@ -55,9 +58,7 @@ class Stats:
         )
 
     def count(self, kind: str, amount: int = 1) -> None:
-        counter = self._counters.get(kind)
-        if counter is not None:
-            counter.inc(amount)
+        self.tally.inc(self._counters.get(kind), amount)
 
     def breaker(self, is_open: bool) -> None:
         if self._breaker_open is not None:

@@ -51,6 +51,7 @@ class Locations:
     def __init__(self, lumen, settings):
         self.lumen = lumen
         self.engine = lumen.engine
+        self.tally = lumen.tally
         self.dataset: str = settings.dataset
         self.min_population: int = settings.min_population
         self.auto_import: bool = settings.auto_import
@@ -87,10 +88,9 @@ class Locations:
         answered = self._answered
         # Keyed by what is searched: "Zürich" and "zurich" are one entry.
         body = self._cached_answer(query.key)
-        if self.searches_counter is not None:
-            self.searches_counter.inc()
-            if self._answered == answered:
-                self.cache_hits_counter.inc()
+        self.tally.inc(self.searches_counter)
+        if self._answered == answered:
+            self.tally.inc(self.cache_hits_counter)
         return body
 
     def search(self, query: SearchQuery) -> list[dict]:

@@ -179,6 +179,32 @@ def test_what_is_counted_after_the_last_flush_is_written_at_shutdown(metrics_app
     assert metrics.registry.get_sample_value("lumen_http_requests_total", labels) == 1
 
 
+def own_total(counter) -> float:
+    # Read from the counter itself: a reading of the registry would flush lumen.tally first.
+    return next(s.value for s in counter.collect()[0].samples if s.name.endswith("_total"))
+
+
+def test_plugins_tally_counts_are_flushed_with_the_requests(metrics_app):
+    plugin = Registering()
+    client = metrics_app(plugin, METRICS_FLUSH_SECONDS="0.05")
+    client.app.lumen.tally.inc(plugin.counter, 2)
+    assert client.simulate_get("/api/v1/photos").status_code == 200  # starts the flusher
+    deadline = time.monotonic() + 10
+    while own_total(plugin.counter) != 2:
+        assert time.monotonic() < deadline, "the tally never reached the counter"
+        time.sleep(0.01)
+
+
+def test_plugins_tally_counts_are_flushed_at_shutdown(metrics_app):
+    plugin = Registering()
+    client = metrics_app(plugin, METRICS_FLUSH_SECONDS="60")
+    assert client.simulate_get("/api/v1/photos").status_code == 200
+    client.app.lumen.tally.inc(plugin.counter)
+    assert own_total(plugin.counter) == 0
+    client.app.lumen.shutdown()
+    assert own_total(plugin.counter) == 1
+
+
 def test_a_flush_interval_out_of_range_stops_startup(metrics_app):
     for bad in ("0", "61", "soon"):
         with pytest.raises(ConfigError) as caught:
