@@ -34,15 +34,21 @@ from redis.exceptions import ResponseError
 class Deferred:
     """Commands waiting for the thread's next round trip; once it is made, their replies, or
     the error that stopped them. ``on_unused`` runs when the request ends with the replies
-    read but never taken."""
+    read but never taken, ``on_unsent`` when it ends before they were sent."""
 
-    __slots__ = ("commands", "replies", "error", "on_unused")
+    __slots__ = ("commands", "replies", "error", "on_unused", "on_unsent")
 
-    def __init__(self, commands: Sequence[Sequence[Any]], on_unused: Callable[[], None] | None):
+    def __init__(
+        self,
+        commands: Sequence[Sequence[Any]],
+        on_unused: Callable[[], None] | None,
+        on_unsent: Callable[[], None] | None = None,
+    ):
         self.commands = commands
         self.replies: list[Any] | None = None
         self.error: BaseException | None = None
         self.on_unused = on_unused
+        self.on_unsent = on_unsent
 
     @property
     def sent(self) -> bool:
@@ -101,10 +107,11 @@ class RedisCalls:
         name: Hashable,
         commands: Sequence[Sequence[Any]],
         on_unused: Callable[[], None] | None = None,
+        on_unsent: Callable[[], None] | None = None,
     ) -> Deferred:
         """Queue ``commands`` for this thread's next round trip, under ``name`` for ``take``."""
         state = self._state()
-        deferred = Deferred(commands, on_unused)
+        deferred = Deferred(commands, on_unused, on_unsent)
         state.waiting.append(deferred)
         state.named[name] = deferred
         return deferred
@@ -128,6 +135,8 @@ class RedisCalls:
         for deferred in named.values():
             if deferred.replies is not None and deferred.on_unused is not None:
                 deferred.on_unused()
+            elif not deferred.sent and deferred.on_unsent is not None:
+                deferred.on_unsent()
 
     # --- the connection -----------------------------------------------------------------------
 

@@ -60,12 +60,23 @@ def test_take_sends_what_no_one_else_did(calls, redis_prefix):
 
 
 def test_discard_drops_what_a_request_deferred_and_says_what_went_unused(calls, redis_prefix):
-    unused = []
-    calls.defer("sent", [("PING",)], on_unused=lambda: unused.append("sent"))
+    unused, unsent = [], []
+    calls.defer(
+        "sent",
+        [("PING",)],
+        on_unused=lambda: unused.append("sent"),
+        on_unsent=lambda: unsent.append("sent"),
+    )
     calls.execute("PING")
-    calls.defer("waiting", [("PING",)], on_unused=lambda: unused.append("waiting"))
+    calls.defer(
+        "waiting",
+        [("PING",)],
+        on_unused=lambda: unused.append("waiting"),
+        on_unsent=lambda: unsent.append("waiting"),
+    )
     calls.discard()
     assert unused == ["sent"]  # the one whose replies were read
+    assert unsent == ["waiting"]  # the one that never left
     assert calls.take("sent") is None and calls.take("waiting") is None
     trips = []
     exchange = calls._exchange

@@ -1,9 +1,13 @@
 """Cache statistics.
 
-Lookups, misses and invalidations are counted in Redis, per minute, by the same script or
-transaction that does the work (no extra round trip), so every worker and host adds to the same
-figures. Errors cannot be counted in a Redis that is unreachable: they are kept in the process
-and added once Redis answers again. Each process also counts into prometheus_client Counters
+Lookups, misses and invalidations are counted in Redis, per minute, so every worker and host
+adds to the same figures, with no round trip of their own. Invalidations are counted by the
+transaction that makes them. Lookups and misses, one or two on every read, are counted in the
+process and added to their minutes' buckets by the next peek once ``OWED_SECONDS`` have passed
+(two commands a second, not two a read), before this process reads the buckets itself, and
+when it shuts down; what a round trip that fails carried is lost with it. Errors cannot be
+counted in a Redis that is unreachable: they are kept in the process and added once Redis
+answers again. Each process also counts into prometheus_client Counters
 once the metrics plugin hands it a registry, through ``lumen.tally``.
 """
 
@@ -18,6 +22,8 @@ from lumen import Tally
 
 # Minute buckets are kept a day: enough for ``lumen cache stats`` and the health check.
 BUCKET_TTL_SECONDS = 24 * 3600
+# Lookups and misses counted in a process reach Redis at most this late while it serves.
+OWED_SECONDS = 1.0
 KINDS = ("hits", "misses", "invalidations", "errors")
 _DESCRIPTIONS = {
     "hits": "Cache lookups answered from Redis.",
@@ -39,6 +45,8 @@ class Stats:
         self._registries: set[int] = set()
         self._lock = threading.Lock()
         self._unreported_errors = 0
+        self._owed: dict[tuple[int, str], int] = {}  # (minute, field): not yet in Redis
+        self._owed_due = 0.0  # time.monotonic() from which the next peek takes them
 
     def register(self, registry) -> None:
         """Create the counters on ``registry`` (the metrics plugin's, one per app)."""
@@ -68,6 +76,31 @@ class Stats:
         self.count("errors")
         with self._lock:
             self._unreported_errors += 1
+
+    def owe(self, field: str, amount: int = 1) -> None:
+        """Count ``amount`` into this minute's ``field`` (lookups, missed) in Redis, later."""
+        key = (current_minute(), field)
+        with self._lock:
+            self._owed[key] = self._owed.get(key, 0) + amount
+
+    def take_owed(self, *, now: bool = False) -> dict[tuple[int, str], int]:
+        """The counts owed to Redis, once OWED_SECONDS have passed since they were last taken
+        (or ``now``); empty otherwise. Whoever takes them sends them."""
+        clock = time.monotonic()
+        if not now and clock < self._owed_due:  # the usual case, without taking the lock
+            return {}
+        with self._lock:
+            owed, self._owed = self._owed, {}
+            self._owed_due = clock + OWED_SECONDS
+        return {key: amount for key, amount in owed.items() if amount}
+
+    def give_back(self, owed: dict[tuple[int, str], int]) -> None:
+        """Counts taken for a round trip that was never made."""
+        if not owed:
+            return
+        with self._lock:
+            for key, amount in owed.items():
+                self._owed[key] = self._owed.get(key, 0) + amount
 
     def take_unreported_errors(self) -> int:
         if not self._unreported_errors:  # the usual case, without taking the lock

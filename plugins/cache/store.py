@@ -7,9 +7,9 @@ stamp still matches, and a store writes only when it still matches (check-and-se
 script), which closes the cache-aside race: see docs/cache.md.
 
 A lookup first peeks: one transaction of plain commands (the fences, the generations, the
-entry, the lookup counted) that answers every hit in one round trip with no script to run; only
-a peek that finds no valid entry runs the lookup script, which makes missing generations and
-takes the stampede lock.
+entry, and about once a second the lookups and misses this process counted: stats.py) that
+answers every hit in one round trip with no script to run; only a peek that finds no valid
+entry runs the lookup script, which makes missing generations and takes the stampede lock.
 
 The namespace epoch (a generation every entry depends on) is renewed whenever this process may
 have missed an invalidation: its breaker opened, an invalidation failed, or Redis lost its
@@ -48,17 +48,16 @@ FENCE_TTL_SECONDS = 600
 # idle process does not leave other workers serving what it could not invalidate.
 RECOVERY_INTERVAL_SECONDS = 0.5
 
-# KEYS: data, lock, stats bucket, generations..., fences...
-# ARGV: fresh token, lock token ('' = do not lock), lock ttl ms, count a miss (1/0), stats ttl
-#       s, number of generations
+# KEYS: data, lock, generations..., fences...
+# ARGV: fresh token, lock token ('' = do not lock), lock ttl ms, number of generations
 # A missing generation is created with the lock's short TTL only: a read of something never
 # stored (a 404, an id that does not exist) leaves no key that outlives its lock. A store
 # extends the generations it depends on to the entry's TTL. A fenced entry is a miss that
 # neither locks nor may be stored: {2, stamp}.
 LOOKUP = """
-local last = 3 + tonumber(ARGV[6])
+local last = 2 + tonumber(ARGV[4])
 local stamp = {}
-for i = 4, last do
+for i = 3, last do
   local generation = redis.call('GET', KEYS[i])
   if not generation then
     generation = ARGV[1] .. i
@@ -73,10 +72,6 @@ for i = last + 1, #KEYS do
 end
 local entry = redis.call('HMGET', KEYS[1], 's', 'v')
 if entry[1] == stamp and not fenced then return {1, entry[2]} end
-if ARGV[4] == '1' then
-  redis.call('HINCRBY', KEYS[3], 'missed', 1)
-  redis.call('EXPIRE', KEYS[3], ARGV[5])
-end
 if fenced then return {2, stamp} end
 local locked = 0
 if ARGV[2] ~= '' and redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
@@ -165,7 +160,6 @@ class RedisStore:
         self._scripts_known = calls.pack("SCRIPT", "EXISTS", self.scripts["lookup"].sha)
         self._lock = threading.Lock()
         self._renewals_owed = 0
-        self._unused_peeks = 0
         self._renewals_done = 0
         # (fence, change) pairs whose removal failed: made good with the namespace renewal.
         self._fences_owed: set[tuple[str, str]] = set()
@@ -176,62 +170,78 @@ class RedisStore:
 
     def lookup(self, entry: Entry, *, lock: bool, count: bool) -> Lookup:
         """The entry's value, or its current stamp (and the stampede lock if asked and free).
-        ``count``: a reader's first lookup, counted in the statistics (a hit, or a miss)."""
+        ``count``: a reader's first lookup, counted in the statistics once Redis answered it (a
+        hit, or a miss: the database answers)."""
         if count:
             deferred = self.calls.take(("cache", entry.data))
             if deferred is None:
                 value = self._call(lambda: self._peeked(entry, self._peek(entry)))
             else:
                 value = self._call(lambda: self._peeked(entry, _replies(deferred)))
+            self.stats.owe("lookups")
             if value is not None:
                 return Lookup(value=value, stamp=None, lock_token=None)
+            self.stats.owe("missed")  # unless the script finds it stored since, below
         token = fresh_token() if lock else ""
-        reply = self._call(lambda: self._evalsha("lookup", *self._lookup_args(entry, token, count)))
-        return _lookup(reply, token)
+        reply = self._call(lambda: self._evalsha("lookup", *self._lookup_args(entry, token)))
+        found = _lookup(reply, token)
+        if count and found.value is not None:
+            self.stats.owe("missed", -1)
+        return found
 
     def defer_peek(self, entry: Entry) -> None:
         """Send the peek of ``entry`` with this request's next round trip (lumen.prefetch); the
         request's lookup of the entry then takes its replies instead of peeking itself."""
         if self.breaker.state == CLOSED and not self.renewal_owed:
-            commands = self._peek_commands(entry)
-            self.calls.defer(("cache", entry.data), commands, on_unused=self._peek_unused)
+            owed = self.stats.take_owed()
+            self.calls.defer(
+                ("cache", entry.data),
+                self._peek_commands(entry, owed),
+                on_unsent=(lambda: self.stats.give_back(owed)) if owed else None,
+            )
 
     def _peek(self, entry: Entry) -> list:
-        return self.calls.pipeline(self._peek_commands(entry))
+        return self.calls.pipeline(self._peek_commands(entry, self.stats.take_owed()))
 
-    def _peek_commands(self, entry: Entry) -> list[tuple]:
+    def _peek_commands(self, entry: Entry, owed: dict[tuple[int, str], int]) -> list[tuple]:
         """A peek, in one transaction: whether Redis still has this deployment's scripts (a
         Redis that restarted has not: it may have come back with entries whose invalidation
         was lost, see _scripts_lost), the generations, the entry's stamp and value, and how
-        many of its tags are fenced. Counted as a lookup (a miss is counted by the script
-        that follows), less the deferred peeks whose request never looked."""
-        bucket = self.keys.stats_bucket(current_minute())
+        many of its tags are fenced; and the lookups and misses ``owed`` to the stats."""
         fenced = [("EXISTS", *entry.fences)] if entry.fences else []
-        with self._lock:
-            unused, self._unused_peeks = self._unused_peeks, 0
         return [
             self._multi,
             self._scripts_known,
             ("MGET", *entry.generations),
             ("HMGET", entry.data, "s", "v"),
             *fenced,
-            ("HINCRBY", bucket, "lookups", 1 - unused),
-            ("EXPIRE", bucket, self.bucket_ttl),
+            *self._owed_commands(owed),
             self._exec,
         ]
 
-    def _peek_unused(self) -> None:
-        with self._lock:
-            self._unused_peeks += 1
+    def _owed_commands(self, owed: dict[tuple[int, str], int]) -> list[tuple]:
+        commands, buckets = [], set()
+        for (minute, field), amount in owed.items():
+            bucket = self.keys.stats_bucket(minute)
+            commands.append(("HINCRBY", bucket, field, amount))
+            buckets.add(bucket)
+        return commands + [("EXPIRE", bucket, self.bucket_ttl) for bucket in sorted(buckets)]
+
+    def flush_stats(self) -> None:
+        """Send the lookups and misses this process still owes Redis (a failure loses them)."""
+        commands = self._owed_commands(self.stats.take_owed(now=True))
+        if commands:
+            self._call(lambda: self.calls.pipeline(commands))
 
     def _peeked(self, entry: Entry, replies: list) -> bytes | None:
         """The entry's value if the peek's replies find it valid: every generation present and
         equal to the entry's stamp, and no tag fenced."""
-        (scripts_known,), generations, (stamp, value), fences = replies[-1][:4]
+        results = replies[-1]
+        (scripts_known,), generations, (stamp, value) = results[:3]
         if not scripts_known:
             self._scripts_lost()
             return None
-        if (entry.fences and fences) or stamp is None or None in generations:
+        if (entry.fences and results[3]) or stamp is None or None in generations:
             return None
         return value if stamp == b":".join(generations) else None
 
@@ -251,7 +261,7 @@ class RedisStore:
             self._ensure_scripts()
             pipe = self.client.pipeline(transaction=False)
             for entry in entries:
-                self._queue(pipe, "lookup", *self._lookup_args(entry, "", False))
+                self._queue(pipe, "lookup", *self._lookup_args(entry, ""))
             return pipe.execute()
 
         return [_lookup(reply, "") for reply in self._call(run)]
@@ -267,11 +277,9 @@ class RedisStore:
 
         return self._call(run)
 
-    def _lookup_args(self, entry: Entry, token: str, count: bool) -> tuple[list, list]:
-        bucket = self.keys.stats_bucket(current_minute())
-        keys = [entry.data, entry.lock, bucket, *entry.generations, *entry.fences]
-        args = [fresh_token(), token, LOCK_TTL_MS, int(count), self.bucket_ttl]
-        return keys, [*args, len(entry.generations)]
+    def _lookup_args(self, entry: Entry, token: str) -> tuple[list, list]:
+        keys = [entry.data, entry.lock, *entry.generations, *entry.fences]
+        return keys, [fresh_token(), token, LOCK_TTL_MS, len(entry.generations)]
 
     def _store_args(self, entry: Entry, stamp: bytes, value: bytes, token: str):
         keys = [entry.data, entry.lock, *entry.generations, *entry.fences]
@@ -439,6 +447,7 @@ class RedisStore:
     # --- operations (CLI, health) --------------------------------------------------------------
 
     def minute_buckets(self, minutes: int) -> list[dict]:
+        self.flush_stats()  # this process's own figures are exact; the others' at most a second old
         now = current_minute()
 
         def run():
@@ -472,6 +481,10 @@ class RedisStore:
         return deleted
 
     def close(self) -> None:
+        try:
+            self.flush_stats()
+        except Unavailable:
+            pass  # counted, as an error, where it failed
         self._closed.set()
         recovery = self._recovery
         if recovery is not None:

@@ -8,6 +8,7 @@ import fnmatch
 import logging
 import re
 import threading
+import time
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +25,7 @@ from lumen.models import Photo, User
 from lumen.plugins import make_plugin_manager
 from lumen.resources.paging import Page
 from lumen_plugins.cache import cache_of, check_breaker, check_hit_rate
+from lumen_plugins.cache import stats as cache_stats
 from lumen_plugins.cache.stats import totals
 from lumen_plugins.cache.store import LOCK_TTL_MS
 from lumen_plugins.cache.warmup import warm, warm_once
@@ -185,6 +187,51 @@ def test_what_a_request_prefetched_answers_no_other(make_app, cache_env, redis_p
     # The refused request's lookup is not counted as a hit.
     assert figures["hits"] - base["hits"] == 1
     assert figures["misses"] - base["misses"] == 2
+
+
+def in_redis(redis_client, redis_prefix) -> dict[str, int]:
+    """The stats as Redis has them now, read around the app (whose reading would flush)."""
+    buckets = [redis_client.hgetall(k) for k in redis_client.scan_iter(f"{redis_prefix}:stats:*")]
+    return totals(buckets)
+
+
+def test_lookups_and_misses_reach_redis_a_second_at_a_time(
+    make_app, cache_env, redis_client, redis_prefix, monkeypatch
+):
+    monkeypatch.setattr(cache_stats, "OWED_SECONDS", 0.3)
+    app = make_app(**cache_env)
+    api = QuickApi(app)
+    photo = api.upload(api.user())
+    path = f"/api/v1/photos/{photo['id']}"
+    assert api.client.simulate_get(path).status_code == 200  # a miss, then stored
+    cache_of(app.lumen).store.flush_stats()
+    base = in_redis(redis_client, redis_prefix)
+    for _ in range(5):
+        assert api.client.simulate_get(path).status_code == 200  # hits
+    # The five peeks carried no counts of their own (they are due a second after the last).
+    assert in_redis(redis_client, redis_prefix)["lookups"] == base["lookups"]
+    time.sleep(0.35)
+    assert api.client.simulate_get(path).status_code == 200
+    # Due now: the next peek carried them (the one that carried them counts later itself).
+    figures = in_redis(redis_client, redis_prefix)
+    assert figures["hits"] - base["hits"] == 5 and figures["misses"] == base["misses"]
+    app.lumen.shutdown()  # and what is left goes when the app stops
+    figures = in_redis(redis_client, redis_prefix)
+    assert figures["hits"] - base["hits"] == 6 and figures["misses"] == base["misses"]
+
+
+def test_counts_carried_by_a_peek_never_sent_are_given_back(
+    make_app, cache_env, redis_client, redis_prefix
+):
+    app = make_app(**cache_env)
+    cache = cache_of(app.lumen)
+    key, tags = photo_entry(uuid.uuid4())
+    cache.store.stats.owe("missed", 2)  # due: this app has sent none yet
+    cache.store.defer_peek(cache.keys.entry(key, tags))  # carries them...
+    app.lumen.redis_calls.discard()  # ...but its request ended before any round trip
+    assert in_redis(redis_client, redis_prefix)["misses"] == 0
+    cache.store.flush_stats()
+    assert in_redis(redis_client, redis_prefix)["misses"] == 2
 
 
 def test_lists_and_profiles_are_cached_per_viewer(capi, cached_app):
@@ -603,6 +650,9 @@ def test_cli_warm_stats_and_clear(make_app, environ, cache_env, redis_client, re
     assert "warmed 2 entries (1 photos looked at)" in warmed.output
     assert served(cache_of(app.lumen), *photo_entry(photo["id"]))
     assert api.client.simulate_get(f"/api/v1/photos/{photo['id']}").status_code == 200
+    # The app counts its lookups in the process: they reach Redis with a peek a second later,
+    # when the app reads the figures itself or when it stops; here, before the CLI reads them.
+    cache_of(app.lumen).store.flush_stats()
 
     stats = run_cli(env, "cache", "stats", "--json")
     assert stats.exit_code == 0, stats.output
