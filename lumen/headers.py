@@ -10,15 +10,20 @@ import falcon
 def add_vary(resp: falcon.Response, *names: str) -> None:
     """Add ``names`` to the response's Vary header, keeping what other middleware put there."""
     current = resp.get_header("Vary")
+    merged = _merged_vary(current, names)
+    if merged != current:
+        resp.set_header("Vary", merged)
+
+
+@functools.lru_cache(maxsize=256)  # the few combinations the middleware make, on every answer
+def _merged_vary(current: str | None, names: tuple[str, ...]) -> str | None:
     if current is None:
-        resp.set_header("Vary", ", ".join(names))
-        return
+        return ", ".join(names)
     present = {name.strip().lower() for name in current.split(",")}
     if "*" in present:
-        return
+        return current
     missing = [name for name in names if name.lower() not in present]
-    if missing:
-        resp.set_header("Vary", ", ".join([current, *missing]))
+    return ", ".join([current, *missing]) if missing else current
 
 
 @functools.lru_cache(maxsize=64)  # responses' own types, a handful; asked several times each

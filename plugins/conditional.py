@@ -9,6 +9,7 @@ answer marked ``no-store`` (the probes): nothing keeps it to revalidate.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import falcon
@@ -17,11 +18,26 @@ from lumen import hookimpl, is_json, media_type_of, slots
 
 NAME = "conditional"
 READS = frozenset({"GET", "HEAD"})
+# The ETags of bodies up to this size are remembered (256 of them: 4 MB at most).
+REMEMBERED_BODY_BYTES = 16 * 1024
 
 
 def etag_of(body: bytes) -> str:
+    # The same bodies are sent again and again (a cached photo or page, the city LRU's
+    # answers). Finding one among those remembered hashes it with the dict's hash, half the
+    # time of SHA-256 on a 13 KB page, and not at all for a bytes object seen before (the
+    # LRU's): a bytes object keeps its hash.
+    if len(body) > REMEMBERED_BODY_BYTES:
+        return _digest(body)
+    return _remembered_digest(body)
+
+
+def _digest(body: bytes) -> str:
     # SHA-256, which processors run in hardware: half the time of BLAKE2b on a 13 KB page.
     return f'W/"{hashlib.sha256(body).hexdigest()[:32]}"'
+
+
+_remembered_digest = functools.lru_cache(maxsize=256)(_digest)
 
 
 def matches(if_none_match: str | None, etag: str) -> bool:

@@ -1,0 +1,46 @@
+"""lumen.headers.add_vary, and the conditional plugin's ETags: both remember what they computed,
+and neither may ever answer with what it remembered for another input."""
+
+from __future__ import annotations
+
+import hashlib
+
+import falcon
+
+from lumen import add_vary
+from lumen_plugins.conditional import REMEMBERED_BODY_BYTES, etag_of
+
+
+def vary_after(initial: str | None, *calls: tuple[str, ...]) -> str | None:
+    resp = falcon.Response()
+    if initial is not None:
+        resp.set_header("Vary", initial)
+    for names in calls:
+        add_vary(resp, *names)
+    return resp.get_header("Vary")
+
+
+def test_add_vary_keeps_what_is_there_and_adds_each_name_once():
+    assert vary_after(None, ("Origin",)) == "Origin"
+    assert vary_after(None, ("Origin",), ("Authorization",), ("origin",)) == "Origin, Authorization"
+    assert vary_after("Accept", ("Origin", "Accept")) == "Accept, Origin"
+    assert vary_after("*", ("Origin",)) == "*"
+    # The same call on other responses, after the first was remembered: the same answers.
+    for _ in range(3):
+        assert vary_after("Cookie", ("Origin",)) == "Cookie, Origin"
+        assert vary_after(None, ("Origin",)) == "Origin"
+
+
+def digest(body: bytes) -> str:
+    return f'W/"{hashlib.sha256(body).hexdigest()[:32]}"'
+
+
+def test_an_etag_is_the_digest_of_its_body_whether_remembered_or_not():
+    small = b'{"photo":"a"}' * 10
+    large = b"x" * (REMEMBERED_BODY_BYTES + 1)
+    for body in (small, large, small, large):
+        assert etag_of(body) == digest(body)
+    # A body equal in length and all but one byte, and a copy that is another bytes object.
+    changed = small[:-1] + b"!"
+    assert etag_of(changed) == digest(changed) != etag_of(small)
+    assert etag_of(bytes(bytearray(small))) == etag_of(small)
