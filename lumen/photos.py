@@ -52,9 +52,10 @@ def owner_photos_tag(user_id) -> str:
 
 
 def photo_read(lumen, session: Session, photo_id) -> CachedRead:
+    key = photo_tag(photo_id)  # the photo's key is its tag: one formatting of the id
     return CachedRead(
-        f"photo:{photo_id}",
-        (photo_tag(photo_id), CITIES_TAG),
+        key,
+        (key, CITIES_TAG),
         lambda: load_record(lumen, session, photo_id),
     )
 
