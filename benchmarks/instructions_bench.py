@@ -52,7 +52,12 @@ def count(spec: dict, folder: Path) -> tuple[float, int]:
     out = folder / "callgrind.out"
     for old in glob.glob(f"{out}*"):
         os.unlink(old)
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder / "metrics")}
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(folder / "metrics"),
+        # One string hash for every count: sets and dicts then do the same work each run.
+        "PYTHONHASHSEED": "0",
+    }
     (folder / "metrics").mkdir(exist_ok=True)
     process = subprocess.Popen(
         [
