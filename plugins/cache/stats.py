@@ -7,8 +7,8 @@ process and added to their minutes' buckets by the next peek once ``OWED_SECONDS
 (two commands a second, not two a read), before this process reads the buckets itself, and
 when it shuts down; what a round trip that fails carried is lost with it. Errors cannot be
 counted in a Redis that is unreachable: they are kept in the process and added once Redis
-answers again. Each process also counts into prometheus_client Counters
-once the metrics plugin hands it a registry, through ``lumen.tally``.
+answers again. Each process also counts into prometheus_client Counters once the metrics
+plugin hands it a registry, through ``lumen.tally``.
 """
 
 from __future__ import annotations
