@@ -1,9 +1,9 @@
 """Counter increments of the hot paths, kept in the process and added to their metrics in one go.
 
 In prometheus_client's multiprocess mode every ``inc`` takes a lock, checks the process id and
-writes to a memory-mapped file: on a city search answered from the LRU, its two counters were
-some 16,000 of about 310,000 instructions. ``lumen.tally.inc(counter)`` adds to a dict under
-one lock instead; the sums reach the counters (and so the worker's files) whenever the
+writes to a memory-mapped file: 1.54 µs a call on the development machine (timeit), twice on
+every city search. ``lumen.tally.inc(counter)`` adds to a dict under one lock instead (0.49
+µs); the sums reach the counters (and so the worker's files) whenever the
 registry is collected (the tally is its first collector, so every reading sees them), and the
 metrics plugin flushes them with its request tallies: at most METRICS_FLUSH_SECONDS late for a
 scrape answered by another worker, and when the worker shuts down.
