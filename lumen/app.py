@@ -33,7 +33,7 @@ from lumen.config import (
     load_section,
     variables,
 )
-from lumen.plugins import PluginError, collect, make_plugin_manager
+from lumen.plugins import Hooks, PluginError, collect, make_plugin_manager
 from lumen.redis_calls import RedisCalls
 from lumen.storage import Storage
 from lumen.tally import Tally
@@ -54,7 +54,7 @@ class Lumen:
     ):
         self.settings = settings
         self.pm = plugin_manager
-        self.hook = plugin_manager.hook
+        self.hook = Hooks(plugin_manager)
         self._owns_engine = engine is None
         self.engine = engine if engine is not None else db.make_engine(settings)
         # Objects stay readable after commit: events are delivered with them, after the commit.

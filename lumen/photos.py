@@ -7,6 +7,7 @@ plugin stores and invalidates by those names and knows nothing of photos.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -43,6 +44,7 @@ PUBLIC_PHOTOS_TAG = "photos:public"
 CITIES_TAG = "cities"  # every entry that embeds a city: a gazetteer re-import purges it
 
 
+@functools.lru_cache(maxsize=4096)  # a read formats it twice (its prefetch, then its lookup)
 def photo_tag(photo_id) -> str:
     return f"photo:{photo_id}"
 
