@@ -155,13 +155,15 @@ class Op:
         return (self.policy.name, self.who)
 
 
-def _outcome(op: Op, acquired: bool, window: tuple[float, int] | None, now: float) -> Outcome:
-    oldest, count = window if window else (now, 0)
-    remaining = max(0, op.policy.quota - count)
+def _outcome(
+    policy: Policy, acquired: bool, window: tuple[float, int] | None, now: float
+) -> Outcome:
+    if not window:
+        return Outcome(policy, acquired, policy.quota, 0)
+    oldest, count = window
     # Redis hands timestamps back with 14 significant digits: never more than the window.
-    reset = min(op.policy.window, max(0, math.ceil(oldest + op.policy.window - now - 0.001)))
-    reset = reset if count else 0
-    return Outcome(op.policy, acquired, remaining, reset)
+    reset = min(policy.window, max(0, math.ceil(oldest + policy.window - now - 0.001)))
+    return Outcome(policy, acquired, max(0, policy.quota - count), reset if count else 0)
 
 
 # A batch's requests are recorded in Redis at the time of its round trip, which is at most
@@ -198,11 +200,11 @@ class Batches:
         self._batches: OrderedDict[tuple[str, str], _Batch] = OrderedDict()
         self._lock = threading.Lock()
 
-    def admit(self, op: Op, now: float) -> Outcome | None:
-        """The outcome of admitting ``op`` here, or None when Redis must be asked."""
-        policy = op.policy
+    def admit(self, policy: Policy, who: str, now: float) -> Outcome | None:
+        """The outcome of admitting one request of ``who`` here, or None when Redis must be
+        asked."""
         with self._lock:
-            batch = self._batches.get(op.batch_key)
+            batch = self._batches.get((policy.name, who))
             if (
                 batch is None
                 or batch.admitted >= policy.batch - 1
@@ -215,7 +217,7 @@ class Batches:
             batch.admitted += 1
             count = batch.count + batch.admitted
             oldest = batch.oldest if batch.count else batch.since
-        return _outcome(op, True, (oldest, count), now)
+        return _outcome(policy, True, (oldest, count), now)
 
     def take(self, key: tuple[str, str]) -> int:
         """The requests admitted here for ``key`` that Redis has not recorded (now zero)."""
@@ -289,16 +291,21 @@ class Counters:
 
     # --- operations ---------------------------------------------------------------------------
 
+    def check(self, policy: Policy, who: str) -> Outcome:
+        """Charge one request to ``who`` under ``policy`` and read back: a request's usual one
+        operation, admitted by this worker's batch when it can be."""
+        if policy.batch > 1 and not self.in_memory:
+            admitted = self.batches.admit(policy, who, time.time())
+            if admitted is not None:
+                return admitted
+        return self.run([Op(policy, who)])[0]
+
     def run(self, ops: list[Op]) -> list[Outcome | None]:
-        """Apply ``ops`` in order; the outcome of each op that reads back (else None)."""
+        """Apply ``ops`` in order, in one round trip; the outcome of each op that reads back
+        (else None)."""
         if not ops:
             return []
         if not self.in_memory:
-            single = ops[0]
-            if len(ops) == 1 and single.policy.batch > 1 and single.cost == 1 and single.read:
-                admitted = self.batches.admit(single, time.time())
-                if admitted is not None:
-                    return [admitted]
             try:
                 outcomes = self._run_redis(ops)
             except redis.RedisError as exc:
@@ -324,7 +331,7 @@ class Counters:
                 continue
             now = time.time()
             window = self.memory.get_moving_window(op.key, item.amount, item.get_expiry())
-            results.append(_outcome(op, acquired, window, now))
+            results.append(_outcome(op.policy, acquired, window, now))
         return results
 
     def _run_redis(self, ops: list[Op]) -> list[Outcome | None]:
@@ -346,7 +353,7 @@ class Counters:
             if not op.read:
                 results.append(None)
                 continue
-            results.append(_outcome(op, bool(acquired), found, now))
+            results.append(_outcome(op.policy, bool(acquired), found, now))
         return results
 
     def _pipeline(self, ops: list[Op], admitted: list[int], now: float) -> list:

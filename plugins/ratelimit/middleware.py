@@ -122,12 +122,14 @@ class RateLimitMiddleware:
         user = req.context.user
         address = self.client_address.key_of(req)
         who = f"user:{user.id}" if user is not None else address
-        policy = self.policies[POLICY_OF_ROUTE.get((req.method, template), "default")]
-        ops = [Op(policy, who)]
-        username = login_username(req) if (req.method, template) == LOGIN else None
-        if username is not None:
-            ops.append(Op(self.policies["username"], f"username:{username}", cost=0))
-        outcomes = self.counters.run(ops)
+        route_of = (req.method, template)
+        policy = self.policies[POLICY_OF_ROUTE.get(route_of, "default")]
+        username = login_username(req) if route_of == LOGIN else None
+        if username is None:
+            outcomes = [self.counters.check(policy, who)]
+        else:
+            username_op = Op(self.policies["username"], f"username:{username}", cost=0)
+            outcomes = self.counters.run([Op(policy, who), username_op])
         req.context.ratelimit = outcomes[0]
         if not outcomes[0].allowed:
             self._refuse(req, outcomes[0], who, route)
@@ -157,7 +159,7 @@ class RateLimitMiddleware:
         if exempt(req.uri_template) or _is_preflight(req):
             return
         address = self.client_address.key_of(req)
-        (outcome,) = self.counters.run([Op(self.policies["default"], address)])
+        outcome = self.counters.check(self.policies["default"], address)
         if outcome.allowed:
             resp.set_header("RateLimit-Policy", outcome.policy.field)
             resp.set_header("RateLimit", outcome.field)

@@ -57,7 +57,7 @@ def test_a_worker_asks_redis_once_a_batch_and_records_every_request_it_admitted(
     (counters,) = workers(1)
     limit = policy("6000/minute")
     assert limit.batch == 10
-    outcomes = [counters.run([Op(limit, CALLER)])[0] for _ in range(100)]
+    outcomes = [counters.check(limit, CALLER) for _ in range(100)]
     assert all(outcome.allowed for outcome in outcomes)
     # The 1st, 11th, ... 91st asked Redis; each recorded the nine admitted before it.
     assert counters.calls.round_trips == 10
@@ -72,7 +72,7 @@ def test_workers_sharing_a_caller_exceed_its_quota_by_their_unrecorded_batches_a
     deployment = workers(4)
     limit = policy("500/minute")
     # The worst case: the caller's requests spread evenly over every worker.
-    allowed = sum(deployment[n % 4].run([Op(limit, CALLER)])[0].allowed for n in range(2000))
+    allowed = sum(deployment[n % 4].check(limit, CALLER).allowed for n in range(2000))
     assert 500 <= allowed <= 500 + 3 * (limit.batch - 1)
     # Redis never holds more than the quota.
     assert recorded(redis_client, deployment[0], limit) == 500
@@ -83,8 +83,8 @@ def test_a_caller_at_its_quota_is_checked_in_redis_on_every_request(workers):
     limit = policy("500/minute")
     exact = Policy(limit.name, limit.variable, limit.item)  # the same counter, no batch
     for _ in range(495):
-        first.run([Op(exact, CALLER)])
-    outcomes = [second.run([Op(limit, CALLER)])[0] for _ in range(12)]
+        first.check(exact, CALLER)
+    outcomes = [second.check(limit, CALLER) for _ in range(12)]
     # The first asks Redis (496 of 500); four more fit, admitted here; the fifth records
     # them and is refused, and so is every later one, each asked of Redis.
     assert [o.allowed for o in outcomes] == [True] * 5 + [False] * 7
@@ -96,11 +96,11 @@ def test_requests_admitted_on_their_own_reach_redis_within_a_tenth_of_the_window
 ):
     (counters,) = workers(1)
     limit = policy("1000/second")  # batches of 10; a tenth of the window is 0.1 s
-    counters.run([Op(limit, CALLER)])
-    counters.run([Op(limit, CALLER)])  # admitted here
+    counters.check(limit, CALLER)
+    counters.check(limit, CALLER)  # admitted here
     assert counters.calls.round_trips == 1
     time.sleep(0.15)
-    counters.run([Op(limit, CALLER)])
+    counters.check(limit, CALLER)
     assert counters.calls.round_trips == 2
     assert recorded(redis_client, counters, limit) == 3
 
@@ -146,9 +146,9 @@ def test_a_limit_check_drops_the_entries_that_left_the_window(workers, redis_cli
     (counters,) = workers(1)
     limit = policy("1000/second", batch=1)
     for _ in range(20):
-        counters.run([Op(limit, CALLER)])
+        counters.check(limit, CALLER)
     assert recorded(redis_client, counters, limit) == 20
     time.sleep(1.1)
-    (outcome,) = counters.run([Op(limit, CALLER)])
+    outcome = counters.check(limit, CALLER)
     assert outcome.remaining == 999
     assert recorded(redis_client, counters, limit) == 1  # the list holds its window, not its quota
