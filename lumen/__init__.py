@@ -25,7 +25,7 @@ from lumen.config import (  # noqa: E402
     text,
 )
 from lumen.errors import invalid  # noqa: E402
-from lumen.headers import add_vary, is_json, media_type_of  # noqa: E402
+from lumen.headers import add_vary, is_json, media_type_of, status_of  # noqa: E402
 from lumen.jsonenc import dumps as json_dumps  # noqa: E402
 from lumen.jsonenc import loads as json_loads  # noqa: E402
 from lumen.migrate import refuse_data_loss  # noqa: E402
@@ -76,5 +76,6 @@ __all__ = [
     "refuse_data_loss",
     "request_body",
     "slots",
+    "status_of",
     "text",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import falcon
+from falcon.util import http_status_to_code
 
 
 def add_vary(resp: falcon.Response, *names: str) -> None:
@@ -41,3 +42,12 @@ def media_type_of(resp: falcon.Response) -> str:
     # get_header, not the content_type property, whose getter raises and catches a KeyError
     # while the type is unset, as it is for every answer with media.
     return resp.get_header("Content-Type") or resp.options.default_media_type
+
+
+_code_of = functools.lru_cache(maxsize=128)(http_status_to_code)  # a few statuses, every answer
+
+
+def status_of(resp: falcon.Response) -> int:
+    """The response's status code: ``resp.status_code``, which parses the status each time it is
+    asked (several middleware ask on every answer), once per status."""
+    return _code_of(resp.status)

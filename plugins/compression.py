@@ -16,7 +16,16 @@ import importlib
 import falcon
 from marshmallow import fields, validate
 
-from lumen import SettingsSchema, add_vary, hookimpl, is_json, media_type_of, positive_int, slots
+from lumen import (
+    SettingsSchema,
+    add_vary,
+    hookimpl,
+    is_json,
+    media_type_of,
+    positive_int,
+    slots,
+    status_of,
+)
 
 NAME = "compression"
 GZIP_LEVEL = 6  # zlib's default: most of the gain for a fraction of level 9's time
@@ -82,7 +91,7 @@ class CompressionMiddleware:
     def process_response(self, req, resp: falcon.Response, resource, req_succeeded: bool) -> None:
         if resp.stream is not None or not compressible(media_type_of(resp)):
             return
-        if resp.status_code in (204, 304) or resp.get_header("Content-Encoding") is not None:
+        if status_of(resp) in (204, 304) or resp.get_header("Content-Encoding") is not None:
             return
         body = resp.render_body()
         if body is None or len(body) < self.min_bytes:

@@ -14,7 +14,7 @@ import hashlib
 
 import falcon
 
-from lumen import hookimpl, is_json, media_type_of, slots
+from lumen import hookimpl, is_json, media_type_of, slots, status_of
 
 NAME = "conditional"
 READS = frozenset({"GET", "HEAD"})
@@ -54,7 +54,7 @@ def matches(if_none_match: str | None, etag: str) -> bool:
 
 class ConditionalMiddleware:
     def process_response(self, req, resp: falcon.Response, resource, req_succeeded: bool) -> None:
-        if req.method not in READS or resp.status_code != 200 or resp.stream is not None:
+        if req.method not in READS or status_of(resp) != 200 or resp.stream is not None:
             return
         if not is_json(media_type_of(resp)) or resp.get_header("ETag") is not None:
             return

@@ -35,6 +35,7 @@ from lumen import (
     operation,
     positive_number,
     slots,
+    status_of,
     text,
 )
 
@@ -335,7 +336,7 @@ class RequestMetricsMiddleware:
             return
         method = req.method if req.method in KNOWN_METHODS else "other"
         elapsed = time.perf_counter() - started
-        self.metrics.observe(method, self.metrics.route_of(req), resp.status_code, elapsed)
+        self.metrics.observe(method, self.metrics.route_of(req), status_of(resp), elapsed)
         self.metrics.update_pool_when_due()
 
 

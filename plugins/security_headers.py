@@ -18,7 +18,16 @@ from __future__ import annotations
 
 import falcon
 
-from lumen import SettingsSchema, add_vary, hookimpl, is_json, media_type_of, positive_int, slots
+from lumen import (
+    SettingsSchema,
+    add_vary,
+    hookimpl,
+    is_json,
+    media_type_of,
+    positive_int,
+    slots,
+    status_of,
+)
 
 NAME = "security_headers"
 JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
@@ -42,14 +51,17 @@ class SecurityHeadersMiddleware:
         every = dict(EVERY_RESPONSE)
         if hsts_max_age is not None:
             every["Strict-Transport-Security"] = f"max-age={hsts_max_age}; includeSubDomains"
-        # One set of headers per kind of answer, built once: one call per response.
-        self.image_headers = {
+        # One set of headers per kind of answer, built once: one call per response, given
+        # (name, value) pairs, which falcon sets in two thirds of the time of a dict's.
+        image = {
             **every,
             "Content-Security-Policy": IMAGE_CSP,
             "Cross-Origin-Resource-Policy": "cross-origin",
         }
-        self.other_headers = {**every, "Cross-Origin-Resource-Policy": "same-origin"}
-        self.json_headers = {**self.other_headers, "Content-Security-Policy": JSON_CSP}
+        other = {**every, "Cross-Origin-Resource-Policy": "same-origin"}
+        self.image_headers = tuple(image.items())
+        self.other_headers = tuple(other.items())
+        self.json_headers = tuple({**other, "Content-Security-Policy": JSON_CSP}.items())
         self.public = f"public, max-age={public_max_age}"
 
     def process_response(self, req, resp: falcon.Response, resource, req_succeeded: bool) -> None:
@@ -63,7 +75,7 @@ class SecurityHeadersMiddleware:
         resp.set_headers(self.json_headers)
         if resp.get_header("Cache-Control") is not None:
             return  # the resource knows better (probes: no-store)
-        if resp.status_code >= 400 or req.method not in READS:
+        if status_of(resp) >= 400 or req.method not in READS:
             resp.cache_control = ["no-store"]
         elif req.context.user is not None:
             resp.cache_control = ["private, no-cache"]

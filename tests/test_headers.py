@@ -1,13 +1,15 @@
-"""lumen.headers.add_vary, and the conditional plugin's ETags: both remember what they computed,
+"""lumen.headers.add_vary and status_of, and the conditional plugin's ETags: both remember what they computed,
 and neither may ever answer with what it remembered for another input."""
 
 from __future__ import annotations
 
 import hashlib
+from http import HTTPStatus
 
 import falcon
+import pytest
 
-from lumen import add_vary
+from lumen import add_vary, status_of
 from lumen_plugins.conditional import REMEMBERED_BODY_BYTES, etag_of
 
 
@@ -44,3 +46,15 @@ def test_an_etag_is_the_digest_of_its_body_whether_remembered_or_not():
     changed = small[:-1] + b"!"
     assert etag_of(changed) == digest(changed) != etag_of(small)
     assert etag_of(bytes(bytearray(small))) == etag_of(small)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "status", [falcon.HTTP_200, falcon.HTTP_304, "429 Too Many Requests", 201, HTTPStatus.NOT_FOUND]
+)
+def test_status_of_is_falcons_status_code_whatever_the_status_was_set_as(status):
+    resp = falcon.Response()
+    resp.status = status
+    assert status_of(resp) == resp.status_code
+    resp.status = falcon.HTTP_500  # a status set again is read again
+    assert status_of(resp) == 500

@@ -18,7 +18,7 @@ import time
 
 import falcon
 
-from lumen import request_body
+from lumen import request_body, status_of
 from lumen_plugins.ratelimit.limiter import Counters, Op, Outcome
 from lumen_plugins.ratelimit.settings import ClientAddress, Policy
 
@@ -143,18 +143,19 @@ class RateLimitMiddleware:
         if outcome is None:
             self._not_routed(req, resp, resource)
             return
-        if resp.status_code != 429:
+        status = status_of(resp)
+        if status != 429:
             resp.set_header("RateLimit-Policy", outcome.policy.field)
             resp.set_header("RateLimit", outcome.field)
         login = getattr(req.context, "ratelimit_login", None)
-        if login is not None and resp.status_code in (201, 401):
-            self._after_login(login, outcome, succeeded=resp.status_code == 201)
+        if login is not None and status in (201, 401):
+            self._after_login(login, outcome, succeeded=status == 201)
 
     def _not_routed(self, req: falcon.Request, resp: falcon.Response, resource) -> None:
         """Paths no route matches (falcon skips process_resource for them), and bad tokens,
         which authentication refuses before process_resource above: charged to the address
         now, and answered 429 instead once its budget is spent. Preflights are not counted."""
-        if resource is not None and resp.status_code != 401:
+        if resource is not None and status_of(resp) != 401:
             return  # answered by another middleware, e.g. a CORS refusal
         if exempt(req.uri_template) or _is_preflight(req):
             return
