@@ -1,5 +1,5 @@
-"""lumen.headers.add_vary and status_of, and the conditional plugin's ETags: both remember what they computed,
-and neither may ever answer with what it remembered for another input."""
+"""lumen.headers (add_vary, status_of) and the conditional plugin's ETags: each remembers what
+it computed, and none may ever answer with what it remembered for another input."""
 
 from __future__ import annotations
 
