@@ -10,7 +10,7 @@ import falcon
 import pytest
 
 from lumen import add_vary, status_of
-from lumen_plugins.conditional import REMEMBERED_BODY_BYTES, etag_of
+from lumen_plugins.conditional import REMEMBERED_BODY_BYTES, SMALL_BODY_BYTES, etag_of
 
 
 def vary_after(initial: str | None, *calls: tuple[str, ...]) -> str | None:
@@ -39,13 +39,15 @@ def digest(body: bytes) -> str:
 
 def test_an_etag_is_the_digest_of_its_body_whether_remembered_or_not():
     small = b'{"photo":"a"}' * 10
+    medium = b"y" * (SMALL_BODY_BYTES + 1)
     large = b"x" * (REMEMBERED_BODY_BYTES + 1)
-    for body in (small, large, small, large):
+    for body in (small, medium, large, small, medium, large):
         assert etag_of(body) == digest(body)
     # A body equal in length and all but one byte, and a copy that is another bytes object.
     changed = small[:-1] + b"!"
     assert etag_of(changed) == digest(changed) != etag_of(small)
     assert etag_of(bytes(bytearray(small))) == etag_of(small)
+    assert etag_of(medium[:-1] + b"!") == digest(medium[:-1] + b"!") != etag_of(medium)
 
 
 @pytest.mark.unit

@@ -97,8 +97,8 @@ SEARCH_PARAMETERS = ("q", "country", "limit", "lat", "lon")
 
 def parse_search(params: dict) -> SearchQuery:
     """The validated ``q``, ``country``, ``limit``, ``lat`` and ``lon`` of a search."""
-    values = tuple(params.get(name) for name in SEARCH_PARAMETERS)
-    if any(isinstance(value, list) for value in values):
+    values = tuple(map(params.get, SEARCH_PARAMETERS))
+    if list in map(type, values):  # a parameter given twice
         return _parse_search(params)
     # Autocomplete asks the same few thousand prefixes again and again: a valid search is
     # parsed once per worker (a refused one every time, so each refusal is logged).
