@@ -140,6 +140,7 @@ def lumen_location_lookup(lumen, location_ids) -> dict[int, dict] | None:
 @hookspec(firstresult=True)
 def lumen_cached(lumen, key, tags, loader) -> Any:
     """Return the value for ``key``, which depends on ``tags``, calling ``loader()`` on a miss.
+    Values are JSON values or bytes, given back as the same type.
 
     Stops at first non-None result.
     """

@@ -57,13 +57,13 @@ def test_reads_name_the_tags_they_depend_on():
     read = photos.photo_read(None, None, PHOTO)
     assert (read.key, read.tags) == (f"photo:{PHOTO}", (f"photo:{PHOTO}", photos.CITIES_TAG))
     front = photos.list_read(None, None, None, Page(20, 0), None, None)
-    assert (front.key, front.tags) == ("photos:public:20:0:v2", ("photos:public", "cities"))
+    assert (front.key, front.tags) == ("photos:public:20:0:v3", ("photos:public", "cities"))
     viewer = SimpleNamespace(id=OWNER)
     own = photos.list_read(None, None, viewer, Page(20, 0), OWNER, None)
-    assert own.key == f"user:{OWNER}:photos:all:20:0:v2"
+    assert own.key == f"user:{OWNER}:photos:all:20:0:v3"
     assert own.tags == (photos.owner_photos_tag(OWNER), photos.CITIES_TAG)
     theirs = photos.list_read(None, None, None, Page(20, 0), OWNER, None)
-    assert theirs.key == f"user:{OWNER}:photos:public:20:0:v2"
+    assert theirs.key == f"user:{OWNER}:photos:public:20:0:v3"
 
 
 def test_only_first_pages_of_unfiltered_lists_are_cached():

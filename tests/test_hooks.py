@@ -520,7 +520,7 @@ def test_hook_lumen_prefetch(make_app, redis_url):
     # The anonymous first page announces its read; a signed-in caller's mixed list has none.
     seen.calls.clear()
     api.client.simulate_get("/api/v1/photos")
-    assert seen.calls[0] == ("prefetch", "photos:public:20:0:v2", ("photos:public", "cities"))
+    assert seen.calls[0] == ("prefetch", "photos:public:20:0:v3", ("photos:public", "cities"))
     seen.calls.clear()
     api.client.simulate_get("/api/v1/photos", headers=owner["headers"])
     assert [call for call in seen.calls if call[0] == "prefetch"] == []

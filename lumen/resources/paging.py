@@ -151,7 +151,7 @@ class Page:
         gives it (its items' JSON, their count, the total, ``more``: whether the list goes on
         past this page in the direction it was read, and the cursors of its ends): next (and
         prev, from a cursor page) carry the cursor of the page's last (first) item."""
-        resp.data = found["body"].encode()
+        resp.data = found["body"]
         resp.content_type = falcon.MEDIA_JSON
         resp.set_header("X-Total-Count", str(found["total"]))
         links = []
@@ -173,7 +173,13 @@ class Page:
         params = {name: str(value) for name, value in (query or {}).items() if value is not None}
         params["limit"] = str(self.limit)
         params.update({name: str(value) for name, value in position.items()})
-        return f'<{path}?{urlencode(params)}>; rel="{rel}"'
+        return _link_text(path, tuple(params.items()), rel)
+
+
+@lru_cache(maxsize=1024)  # a cached page links to the same pages on every read
+def _link_text(path: str, params: tuple[tuple[str, str], ...], rel: str) -> str:
+    # urlencode quotes every name and value: 6 µs for a cursor's link.
+    return f'<{path}?{urlencode(params)}>; rel="{rel}"'
 
 
 def canonical_uuid(value: str) -> uuid.UUID | None:

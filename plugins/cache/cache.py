@@ -18,8 +18,17 @@ log = logging.getLogger(__name__)
 LOCK_POLL_SECONDS = 0.01
 
 
+# A value given as bytes (a page kept as it is sent) is stored as it is, after this byte, which
+# no JSON text starts with: nothing to escape when stored, nothing to parse when read.
+RAW = b"\x00"
+
+
 def encode(value: Any) -> bytes:
-    return json_dumps(value)
+    return RAW + value if isinstance(value, bytes) else json_dumps(value)
+
+
+def decode(stored: bytes) -> Any:
+    return stored[1:] if stored[:1] == RAW else json_loads(stored)
 
 
 class Cache:
@@ -59,7 +68,7 @@ class Cache:
             return loader()
         if found.value is not None:
             self.stats.count("hits")
-            return json_loads(found.value)
+            return decode(found.value)
         self.stats.count("misses")
         deadline = time.monotonic() + self.lock_wait
         while not found.fenced and found.lock_token is None and time.monotonic() < deadline:
@@ -69,7 +78,7 @@ class Cache:
             except Unavailable:
                 return loader()
             if found.value is not None:
-                return json_loads(found.value)
+                return decode(found.value)
         if found.fenced:
             return loader()  # a change of these tags is committing: nothing may be stored
         try:

@@ -261,6 +261,46 @@ def test_lists_and_profiles_are_cached_per_viewer(capi, cached_app):
         assert served(cache, key, tags), key
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"looks": "like JSON"}\n' + bytes(range(256)),
+        b"",
+        b"\x00raw",
+        {"json": ["value", 1]},
+        "text",
+    ],
+)
+def test_a_value_comes_back_from_redis_as_the_type_it_was_given(cached_app, value):
+    calls = []
+
+    def load():
+        calls.append(1)
+        return value
+
+    for _ in range(2):
+        found = cached_app.lumen.cached("typed", ("typed",), load)
+        assert found == value and type(found) is type(value)
+    assert calls == [1]  # the second came from Redis
+
+
+def test_a_cached_page_answers_byte_for_byte_as_the_database_did(capi, backend):
+    owner = capi.user()
+    for n in range(3):
+        capi.upload(owner, caption=f'a "quoted" caption \\ {n}\n')
+    first = capi.client.simulate_get("/api/v1/photos", params={"limit": 2})
+    # Changed behind the API's back: the page that follows can only come from the cache.
+    with backend[2].begin() as conn:
+        conn.execute(update(Photo).values(caption="changed"))
+    again = capi.client.simulate_get("/api/v1/photos", params={"limit": 2})
+    assert [item["caption"] for item in first.json] == ['a "quoted" caption \\ 2\n'] + [
+        'a "quoted" caption \\ 1\n'
+    ]
+    assert again.content == first.content
+    assert again.headers["X-Total-Count"] == first.headers["X-Total-Count"] == "3"
+    assert again.headers["Link"] == first.headers["Link"]
+
+
 def test_absent_rows_are_not_cached(capi, cached_app, redis_client, redis_prefix):
     missing = uuid.uuid4()
     for _ in range(2):
