@@ -81,18 +81,27 @@ class Cursor:
         return cls(created_at, uuid.UUID(hex_id), before=side == "p")
 
 
+@lru_cache(maxsize=1024)  # a list's GET reads its page twice (its prefetch, then its responder)
+def _keyset_page(limit: str | None, cursor: str | None, offset: str | None) -> Page:
+    """The Page these raw parameters spell, or a 400 naming the parameter and its rule."""
+    try:
+        size = DEFAULT_LIMIT if limit is None else parse_integer(limit, 1, MAX_LIMIT)
+    except ValueError as exc:
+        raise invalid("limit", str(exc)) from None
+    if cursor is None:
+        if offset is None:
+            return Page(limit=size, offset=0)
+        try:
+            return Page(limit=size, offset=parse_integer(offset, 0, MAX_OFFSET))
+        except ValueError:
+            raise invalid("offset", OFFSET_RULE) from None
+    if offset is not None:
+        raise invalid("cursor", CURSOR_WITH_OFFSET_RULE)
+    return Page(limit=size, offset=0, cursor=Cursor.decode(cursor))
+
+
 def _check(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=4, person=b"lumen-cursor").digest()
-
-
-def offset_param(req: falcon.Request) -> int:
-    raw = req.get_param("offset")
-    if raw is None:
-        return 0
-    try:
-        return parse_integer(raw, 0, MAX_OFFSET)
-    except ValueError:
-        raise invalid("offset", OFFSET_RULE) from None
 
 
 # --- pages ---------------------------------------------------------------------------------------
@@ -115,13 +124,8 @@ class Page:
     @classmethod
     def keyset_from_request(cls, req: falcon.Request) -> Page:
         """limit, and either a cursor or an offset of at most MAX_OFFSET."""
-        limit = int_param(req, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-        raw = req.get_param("cursor")
-        if raw is None:
-            return cls(limit=limit, offset=offset_param(req))
-        if req.get_param("offset") is not None:
-            raise invalid("cursor", CURSOR_WITH_OFFSET_RULE)
-        return cls(limit=limit, offset=0, cursor=Cursor.decode(raw))
+        get = req.get_param
+        return _keyset_page(get("limit"), get("cursor"), get("offset"))
 
     @classmethod
     def first(cls) -> Page:
