@@ -57,6 +57,14 @@ class SearchQuery:
         """This search as what is searched: "Zürich" and "zurich" are one answer."""
         return dataclasses.replace(self, text=self.folded)
 
+    # The key of the LRU of answers, hashed on every search: its hash is computed once.
+    def __hash__(self) -> int:
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash((self.text, self.folded, self.countries, self.limit, self.near))
+
 
 def rejected(field: str, rule: str, value: object = None) -> falcon.HTTPError:
     """The 400 for a bad parameter, logged with its rule."""
