@@ -301,8 +301,8 @@ class Counters:
         return self.run([Op(policy, who)])[0]
 
     def run(self, ops: list[Op]) -> list[Outcome | None]:
-        """Apply ``ops`` in order, in one round trip; the outcome of each op that reads back
-        (else None)."""
+        """Apply ``ops`` in order (in one round trip when Redis counts them); the outcome of
+        each op that reads back (else None)."""
         if not ops:
             return []
         if not self.in_memory:

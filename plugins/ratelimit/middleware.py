@@ -122,9 +122,9 @@ class RateLimitMiddleware:
         user = req.context.user
         address = self.client_address.key_of(req)
         who = f"user:{user.id}" if user is not None else address
-        route_of = (req.method, template)
-        policy = self.policies[POLICY_OF_ROUTE.get(route_of, "default")]
-        username = login_username(req) if route_of == LOGIN else None
+        endpoint = (req.method, template)
+        policy = self.policies[POLICY_OF_ROUTE.get(endpoint, "default")]
+        username = login_username(req) if endpoint == LOGIN else None
         if username is None:
             outcomes = [self.counters.check(policy, who)]
         else:
