@@ -22,7 +22,7 @@ A path passes when Lumen's req/s is at least its target share of the reference's
 within the target where the issue sets one, and neither side had a non-2xx answer or a socket
 error.
 
-    python -m benchmarks.targets_bench [--seconds 10] [--rounds 3] [--photos 3000]
+    python -m benchmarks.targets_bench [--seconds 10] [--rounds 3] [--photos 3000] [--only LRU]
 """
 
 from __future__ import annotations
@@ -149,11 +149,13 @@ def main() -> None:
     parser.add_argument("--dataset", default="cities500")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--gzip", action="store_true", help="send Accept-Encoding: gzip")
+    parser.add_argument("--only", help="only the paths whose label contains this")
     args = parser.parse_args()
 
     folder = tempfile.mkdtemp(prefix="lumen-targets-")
     common = {"Accept-Encoding": "gzip"} if args.gzip else {}
     with scenario(args.photos, args.queries, args.dataset) as found, contextlib.ExitStack() as up:
+        found.paths = [p for p in found.paths if args.only is None or args.only in p.label]
         reference = gunicorn(found.reference_env(), args.workers, app="benchmarks.bare_app:app")
         servers = {"reference": up.enter_context(reference)}
         for config in CONFIGS:

@@ -118,6 +118,11 @@ class Lumen:
         """A session for work outside a request: commits, then delivers the domain events."""
         return session.unit_of_work(self)
 
+    def reading(self):
+        """A connection for reads that need no snapshot across their statements: each runs on
+        its own, without a transaction's BEGIN and COMMIT (``with lumen.reading() as c:``)."""
+        return db.reading(self.engine)
+
     def cached(self, key: str, tags: tuple[str, ...], loader: Callable[[], Any]) -> Any:
         """Read-through cache: a cache plugin answers, or the loader does. ``tags`` name what
         the value depends on; a change that purges one of them makes the value stale."""

@@ -1,11 +1,14 @@
-"""The one SQLAlchemy engine of a process, and the figures of its pool."""
+"""The one SQLAlchemy engine of a process, reads outside a transaction, and the figures of its
+pool."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, QueuePool, StaticPool
 
 from lumen.config import Settings
@@ -54,6 +57,31 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+@contextlib.contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection whose statements each run on their own, outside a transaction: no BEGIN
+    and no COMMIT or ROLLBACK round trip, for reads that need no snapshot across statements.
+
+    On psycopg2 the driver's own ``autocommit`` switch is flipped for the checkout, as
+    SQLAlchemy's pre-ping does. SQLAlchemy's ``isolation_level="AUTOCOMMIT"`` goes through
+    psycopg2's ``set_isolation_level``, which sends ``SET default_transaction_isolation`` to
+    the server on the way in and again when the pool resets the connection: two round trips a
+    checkout, as many as the transaction it saves. Elsewhere (SQLite) that option costs nothing.
+    """
+    with engine.connect() as connection:
+        if engine.dialect.driver != "psycopg2":
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+            return
+        driver = connection.connection.dbapi_connection
+        driver.autocommit = True
+        try:
+            yield connection
+        finally:
+            # Back as the pool hands it out, unless a failure closed it (the pool replaces it).
+            if not driver.closed:
+                driver.autocommit = False
 
 
 def pool_figures(engine: Engine) -> dict[str, int]:

@@ -31,4 +31,4 @@ def record_type(statement: Select) -> type:
 
 def records(connection: Connection, statement: Select, params: dict[str, Any] | None = None):
     """``statement``'s rows, run on ``connection`` with ``params``, as named tuples."""
-    return list(map(record_type(statement)._make, connection.execute(statement, params)))
+    return list(map(record_type(statement)._make, connection.execute(statement, params).all()))

@@ -81,10 +81,18 @@ class TcpProxy:
     """``listen``:<port> forwarded to a target. ``cut()`` drops every connection and then holds
     new ones open without an answer, like a database that stopped answering; ``refuse()`` drops
     every connection and closes each new one at once, like a server that is down;
-    ``restore()`` drops the held ones and forwards again."""
+    ``restore()`` drops the held ones and forwards again. With ``record``, what clients send
+    is kept in ``sent``, to read what went over the wire."""
 
-    def __init__(self, target: tuple[str, int], listen: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        target: tuple[str, int],
+        listen: str = "127.0.0.1",
+        port: int = 0,
+        record: bool = False,
+    ):
         self.target = target
+        self.sent = bytearray() if record else None
         self.listener = socket.create_server((listen, port))
         self.listener.settimeout(0.2)
         self.port = self.listener.getsockname()[1]
@@ -121,12 +129,15 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._open.add(upstream)
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, kept in ((client, upstream, self.sent), (upstream, client, None)):
+                threading.Thread(target=self._pump, args=(source, sink, kept), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, kept: bytearray | None) -> None:
         try:
             while data := source.recv(65536):
+                if kept is not None:
+                    with self._lock:
+                        kept += data
                 sink.sendall(data)
         except OSError:
             pass

@@ -155,7 +155,7 @@ class Locations:
         # Reads are single statements outside a transaction: no BEGIN and ROLLBACK round
         # trips. An import swaps in every table at once, and city ids are GeoNames ids that
         # stay across imports; a search meeting a re-import may only miss a city it removed.
-        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self.lumen.reading()
 
     # --- importing -----------------------------------------------------------------------
 
