@@ -55,7 +55,7 @@ def test_photo_events_purge_the_tags_of_what_they_change(event, visibility, chan
 
 def test_reads_name_the_tags_they_depend_on():
     read = photos.photo_read(None, None, PHOTO)
-    assert (read.key, read.tags) == (f"photo:{PHOTO}", (f"photo:{PHOTO}", photos.CITIES_TAG))
+    assert (read.key, read.tags) == (f"photo:{PHOTO}:v2", (f"photo:{PHOTO}", photos.CITIES_TAG))
     front = photos.list_read(None, None, None, Page(20, 0), None, None)
     assert (front.key, front.tags) == ("photos:public:20:0:v3", ("photos:public", "cities"))
     viewer = SimpleNamespace(id=OWNER)

@@ -3,6 +3,7 @@ connection that dies."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -182,6 +183,63 @@ def test_a_reset_connection_is_a_connection_error(redis_prefix):
         with pytest.raises(redis.ConnectionError):
             calls.execute("PING")
         assert calls._state().connection is None  # dropped: the next call connects anew
+    finally:
+        client.close()
+        listener.close()
+        thread.join(timeout=5)
+
+
+def test_replies_longer_than_one_read_arrive_whole(calls, redis_prefix):
+    key = f"{redis_prefix}:big"
+    value = bytes(range(256)) * 4096  # 1 MB: many of the parser's 64 KB reads
+    calls.execute("SET", key, value, "EX", 60)
+    assert calls.pipeline([("GET", key), ("STRLEN", key), ("GET", key)]) == [
+        value,
+        len(value),
+        value,
+    ]
+
+
+def test_a_forked_child_connects_anew_and_the_parent_keeps_its_connection(calls):
+    parent_id = calls.execute("CLIENT", "ID")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it got, and leave without running anything else
+        try:
+            fresh = calls._state().connection is None
+            child_id = calls.execute("CLIENT", "ID")
+            os.write(write_end, f"{fresh} {child_id}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as reported:
+        fresh, child_id = reported.read().split()
+    os.waitpid(pid, 0)
+    assert fresh == "True" and int(child_id) != parent_id
+    assert calls.execute("CLIENT", "ID") == parent_id  # the child never touched its socket
+
+
+def test_a_server_that_cannot_serve_yet_is_a_connection_error(redis_prefix):
+    """A Redis still loading its data set answers every command with -LOADING: a real one
+    cannot be held in that state on demand, so a socket on loopback plays it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def peer():
+        conn, _ = listener.accept()
+        with conn:
+            while data := conn.recv(65536):
+                reply = b"-LOADING Redis is loading the dataset in memory\r\n"
+                conn.sendall((reply if b"PING" in data else b"+OK\r\n") * data.count(b"*"))
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+    calls = RedisCalls(client)
+    try:
+        with pytest.raises(redis.exceptions.BusyLoadingError):
+            calls.pipeline([("PING",), ("PING",)])
+        assert calls._state().connection is None
     finally:
         client.close()
         listener.close()

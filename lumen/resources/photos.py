@@ -184,7 +184,7 @@ class PhotoResource:
         record = photos.visible_record(
             self.lumen, req.context.deferred_db, parse_id(photo_id), req.context.user
         )
-        resp.media = photos.as_seen_by(record, req.context.user)
+        resp.data = record.seen_by(req.context.user)
 
     def on_patch(self, req, resp, photo_id):
         """Edit a photo's caption, visibility or location."""
@@ -216,7 +216,7 @@ class PhotoImageResource:
         if size not in ("original", "thumb"):
             raise invalid("size", "must be one of: original, thumb")
         sha, content_type, owners_only = photos.image_file(record, size, viewer)
-        public = record["photo"]["visibility"] == "public"
+        public = record.visibility == "public"
         current = req.get_param("v") == sha[:16]
         if owners_only:
             resp.cache_control = [OWNER_IMMUTABLE if current else "private, no-cache"]
@@ -224,7 +224,7 @@ class PhotoImageResource:
             resp.cache_control = [IMMUTABLE]
         else:
             resp.cache_control = ["public, max-age=300" if public else "private, no-cache"]
-        if size == "original" and "public" in record["files"]:
+        if size == "original" and "public" in record.files:
             # One URL, two answers by caller: a cache must not give one's to the other.
             resp.append_header("Vary", "Authorization")
         resp.etag = f'"{sha}"'
