@@ -25,7 +25,14 @@ from lumen.config import (  # noqa: E402
     text,
 )
 from lumen.errors import invalid  # noqa: E402
-from lumen.headers import add_vary, is_json, media_type_of, status_of  # noqa: E402
+from lumen.headers import (  # noqa: E402
+    add_vary,
+    headers_of,
+    is_json,
+    lower_case_names,
+    media_type_of,
+    status_of,
+)
 from lumen.jsonenc import dumps as json_dumps  # noqa: E402
 from lumen.jsonenc import loads as json_loads  # noqa: E402
 from lumen.migrate import refuse_data_loss  # noqa: E402
@@ -60,11 +67,13 @@ __all__ = [
     "create_app",
     "document_errors",
     "fail",
+    "headers_of",
     "hookimpl",
     "invalid",
     "is_json",
     "json_dumps",
     "json_loads",
+    "lower_case_names",
     "media_type_of",
     "newest_public_reads",
     "operation",

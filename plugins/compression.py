@@ -19,6 +19,7 @@ from marshmallow import fields, validate
 from lumen import (
     SettingsSchema,
     add_vary,
+    headers_of,
     hookimpl,
     is_json,
     media_type_of,
@@ -91,7 +92,7 @@ class CompressionMiddleware:
     def process_response(self, req, resp: falcon.Response, resource, req_succeeded: bool) -> None:
         if resp.stream is not None or not compressible(media_type_of(resp)):
             return
-        if status_of(resp) in (204, 304) or resp.get_header("Content-Encoding") is not None:
+        if status_of(resp) in (204, 304) or "content-encoding" in headers_of(resp):
             return
         body = resp.render_body()
         if body is None or len(body) < self.min_bytes:

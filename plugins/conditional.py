@@ -14,7 +14,7 @@ import hashlib
 
 import falcon
 
-from lumen import hookimpl, is_json, media_type_of, slots, status_of
+from lumen import headers_of, hookimpl, is_json, media_type_of, slots, status_of
 
 NAME = "conditional"
 READS = frozenset({"GET", "HEAD"})
@@ -63,15 +63,15 @@ class ConditionalMiddleware:
     def process_response(self, req, resp: falcon.Response, resource, req_succeeded: bool) -> None:
         if req.method not in READS or status_of(resp) != 200 or resp.stream is not None:
             return
-        if not is_json(media_type_of(resp)) or resp.get_header("ETag") is not None:
+        headers = headers_of(resp)
+        if not is_json(media_type_of(resp)) or "etag" in headers:
             return
-        if "no-store" in (resp.get_header("Cache-Control") or ""):
+        if "no-store" in headers.get("cache-control", ""):
             return  # nothing keeps it (probes), so nothing will ever revalidate it
         body = resp.render_body()
         if body is None:
             return
-        etag = etag_of(body)
-        resp.set_header("ETag", etag)
+        etag = headers["etag"] = etag_of(body)
         if matches(req.env.get("HTTP_IF_NONE_MATCH"), etag):
             resp.status = falcon.HTTP_304
             # No body, so no type: rendering the body above gave the response one.

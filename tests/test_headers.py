@@ -1,5 +1,5 @@
-"""lumen.headers (add_vary, status_of) and the conditional plugin's ETags: each remembers what
-it computed, and none may ever answer with what it remembered for another input."""
+"""lumen.headers (headers_of, add_vary, status_of) and the conditional plugin's ETags: each
+remembers what it computed, and none may ever answer with what it remembered for another input."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from http import HTTPStatus
 import falcon
 import pytest
 
-from lumen import add_vary, status_of
+from lumen import add_vary, headers_of, lower_case_names, status_of
 from lumen_plugins.conditional import REMEMBERED_BODY_BYTES, SMALL_BODY_BYTES, etag_of
 
 
@@ -60,3 +60,25 @@ def test_status_of_is_falcons_status_code_whatever_the_status_was_set_as(status)
     assert status_of(resp) == resp.status_code
     resp.status = falcon.HTTP_500  # a status set again is read again
     assert status_of(resp) == 500
+
+
+def test_headers_written_through_headers_of_are_falcons_own():
+    resp = falcon.Response()
+    resp.set_header("Content-Type", "application/json")
+    headers = headers_of(resp)
+    assert headers.get("content-type") == "application/json"
+    headers.update(lower_case_names({"X-Frame-Options": "DENY", "Cache-Control": "no-store"}))
+    headers["etag"] = 'W/"abc"'
+    # What falcon reads and what it hands the WSGI server.
+    assert resp.get_header("X-Frame-Options") == "DENY"
+    assert resp.etag == 'W/"abc"'
+    assert ("cache-control", "no-store") in resp._wsgi_headers()
+    resp.set_header("Vary", "Origin")
+    add_vary(resp, "Authorization")
+    assert resp.get_header("vary") == "Origin, Authorization"
+
+
+def test_a_block_of_headers_never_carries_a_cookie():
+    assert lower_case_names({"ETag": 1}) == {"etag": "1"}
+    with pytest.raises(ValueError, match="Set-Cookie"):
+        lower_case_names({"Set-Cookie": "a=b"})

@@ -9,6 +9,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from lumen import db
 from lumen.config import load_settings
@@ -39,7 +40,7 @@ def test_each_statement_stands_on_its_own_at_once(backend, probe_table):
         connection.execute(text(f"INSERT INTO {probe_table} VALUES (1)"))
         # Another connection sees it before the block ends: no transaction held it back.
         assert _count(engine, probe_table) == 1
-        with pytest.raises(Exception):
+        with pytest.raises(DBAPIError):
             connection.execute(text("SELECT * FROM no_such_table"))
         # A failed statement undoes nothing before it, and the connection goes on.
         assert connection.execute(text(f"SELECT count(*) FROM {probe_table}")).scalar_one() == 1
@@ -50,11 +51,10 @@ def test_the_connection_goes_back_to_the_pool_transactional(backend, probe_table
     for _ in range(3):  # the pool lends the same connection again
         with db.reading(engine) as connection:
             connection.execute(text("SELECT 1"))
-    with pytest.raises(RuntimeError):
-        with engine.begin() as connection:
-            connection.execute(text(f"INSERT INTO {probe_table} VALUES (2)"))
-            assert _count(engine, probe_table) == 0  # not committed yet
-            raise RuntimeError("rolls the insert back")
+    with pytest.raises(RuntimeError), engine.begin() as connection:
+        connection.execute(text(f"INSERT INTO {probe_table} VALUES (2)"))
+        assert _count(engine, probe_table) == 0  # not committed yet
+        raise RuntimeError("rolls the insert back")
     assert _count(engine, probe_table) == 0
 
 

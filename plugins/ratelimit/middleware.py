@@ -18,7 +18,7 @@ import time
 
 import falcon
 
-from lumen import request_body, status_of
+from lumen import headers_of, request_body, status_of
 from lumen_plugins.ratelimit.limiter import Counters, Op, Outcome
 from lumen_plugins.ratelimit.settings import ClientAddress, Policy
 
@@ -145,8 +145,9 @@ class RateLimitMiddleware:
             return
         status = status_of(resp)
         if status != 429:
-            resp.set_header("RateLimit-Policy", outcome.policy.field)
-            resp.set_header("RateLimit", outcome.field)
+            headers = headers_of(resp)
+            headers["ratelimit-policy"] = outcome.policy.field
+            headers["ratelimit"] = outcome.field
         login = getattr(req.context, "ratelimit_login", None)
         if login is not None and status in (201, 401):
             self._after_login(login, outcome, succeeded=status == 201)
