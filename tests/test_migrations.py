@@ -133,20 +133,26 @@ def test_lumen_db_downgrade_steps_a_plugin_branch_back_and_upgrade_restores_it(
     fresh_database, tmp_path
 ):
     """`lumen db downgrade locations@-1` steps the plugin's branch back one revision at a time
-    (the typo index first, then every table of the plugin) and only it; the core branch stays
-    at its head, and `lumen db upgrade` brings the plugin back without drift."""
+    (the answers' copies of their cities, the typo index, then every table of the plugin) and
+    only it; the core branch stays at its head, and `lumen db upgrade` brings the plugin back
+    without drift."""
     _, url = fresh_database
     env = service_env(DATABASE_URL=url, LUMEN_PLUGINS="locations", STORAGE_PATH=str(tmp_path))
 
     up = run_lumen("db", "upgrade", env=env, cwd=tmp_path)
     assert up.returncode == 0, up.stderr
-    assert up.stdout.strip() == "database at: core_0005, locations_0002"
+    assert up.stdout.strip() == "database at: core_0005, locations_0003"
 
-    down = run_lumen("db", "downgrade", "locations@-1", env=env, cwd=tmp_path)
-    assert down.returncode == 0, down.stderr
-    assert down.stdout.strip() == "database at: core_0005, locations_0001"
     engine = create_engine(load_settings({"DATABASE_URL": url}).database_url)
     try:
+        down = run_lumen("db", "downgrade", "locations@-1", env=env, cwd=tmp_path)
+        assert down.returncode == 0, down.stderr
+        assert down.stdout.strip() == "database at: core_0005, locations_0002"
+        answer_columns = {c["name"] for c in inspect(engine).get_columns("locations_top_cities")}
+        assert "matched_name" in answer_columns and "population" not in answer_columns
+        down = run_lumen("db", "downgrade", "locations@-1", env=env, cwd=tmp_path)
+        assert down.returncode == 0, down.stderr
+        assert down.stdout.strip() == "database at: core_0005, locations_0001"
         tables = set(inspect(engine).get_table_names())
         assert "locations_typo_keys" not in tables and "locations_names" in tables
         down = run_lumen("db", "downgrade", "locations@-1", env=env, cwd=tmp_path)
@@ -161,7 +167,7 @@ def test_lumen_db_downgrade_steps_a_plugin_branch_back_and_upgrade_restores_it(
 
         again = run_lumen("db", "upgrade", env=env, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.strip() == "database at: core_0005, locations_0002"
+        assert again.stdout.strip() == "database at: core_0005, locations_0003"
         assert schema_drift(engine, all_metadata()) == []
     finally:
         engine.dispose()
@@ -270,6 +276,65 @@ def _seed_locations_0002(connection):
     connection.execute(tables.typo_keys.insert().values(key="zrich", name_folded="zurich"))
 
 
+def _seed_locations_0003(connection):
+    from lumen_plugins.locations import tables
+
+    # Its city's columns are copies: a downgrade keeps the row and drops only them.
+    answer = tables.top_cities
+    connection.execute(answer.delete().where(answer.c.prefix == "z"))
+    connection.execute(
+        answer.insert().values(
+            scope="",
+            prefix="z",
+            position=0,
+            city_id=1,
+            matched_name="Zürich",
+            name="Zürich",
+            country_code="CH",
+            latitude=47.4,
+            longitude=8.5,
+            population=400000,
+            rank=1,
+        )
+    )
+
+
+def test_precomputed_answers_get_their_cities_columns_on_upgrade(fresh_database):
+    """locations_0003 fills the copies from the cities already imported."""
+    _, url = fresh_database
+    lumen = make_lumen(url, "locations")
+    try:
+        migrate.upgrade(lumen, "locations_0002")
+        with lumen.engine.begin() as connection:
+            _seed_locations_0001(connection)
+            connection.execute(
+                text(
+                    "INSERT INTO locations_top_cities (scope, prefix, position, city_id, "
+                    "matched_name) VALUES ('', 'z', 0, 1, 'Zurich')"
+                )
+            )
+        migrate.upgrade(lumen, "locations_0003")
+        with lumen.engine.connect() as connection:
+            row = connection.execute(text("SELECT * FROM locations_top_cities")).one()
+        assert row._mapping == {
+            "scope": "",
+            "prefix": "z",
+            "position": 0,
+            "city_id": 1,
+            "matched_name": "Zurich",
+            "name": "Zürich",
+            "country_code": "CH",
+            "admin1_code": None,
+            "latitude": 47.4,
+            "longitude": 8.5,
+            "population": 400000,
+            "timezone": None,
+            "rank": 1,
+        }
+    finally:
+        lumen.engine.dispose()
+
+
 # Each revision's data; a revision missing here fails the test, so a new migration gets one.
 SEEDS = {
     "core_0001": _seed_core_0001,
@@ -279,6 +344,7 @@ SEEDS = {
     "core_0005": _seed_core_0005,
     "locations_0001": _seed_locations_0001,
     "locations_0002": _seed_locations_0002,
+    "locations_0003": _seed_locations_0003,
 }
 # The downgrades that drop data no upgrade brings back: refused unless allowed. (Cities come
 # back with `lumen locations import`, the maintenance flag with `lumen maintenance on`.)

@@ -139,10 +139,10 @@ def _accented(name: str) -> int:
 
 
 def _top_cities(gazetteer: Gazetteer, names_of: list) -> list[tuple]:
-    """(scope, prefix, position, city_id, matched_name) for the answer to every prefix
-    matched by more than SHORT_PREFIX_ROWS names, over all countries (scope "") and within
-    each country."""
-    ids = [0] + [row[0] for row in gazetteer.cities]  # by rank
+    """(scope, prefix, position, city_id, matched_name, and the city's columns from name to
+    rank) for the answer to every prefix matched by more than SHORT_PREFIX_ROWS names, over
+    all countries (scope "") and within each country."""
+    by_rank = [None, *gazetteer.cities]  # (id, name, ..., rank, cell), rank order
     scopes: dict[str, tuple[list[str], list[int]]] = {
         "": ([row[0] for row in gazetteer.names], [row[5] for row in gazetteer.names])
     }
@@ -155,7 +155,8 @@ def _top_cities(gazetteer: Gazetteer, names_of: list) -> list[tuple]:
     for scope, (keys, ranks) in scopes.items():
         for prefix, lo, hi in _crowded_prefixes(keys):
             for position, rank in enumerate(_rank_prefix(prefix, keys, ranks, lo, hi)):
-                rows.append((scope, prefix, position, ids[rank], matched(rank, prefix)))
+                city = by_rank[rank]
+                rows.append((scope, prefix, position, city[0], matched(rank, prefix), *city[1:9]))
     return rows
 
 

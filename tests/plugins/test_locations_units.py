@@ -233,7 +233,9 @@ def test_precomputed_answers_equal_ranking_every_match(monkeypatch):
     ]
     built = gazetteer.build(records, "test")
     answers: dict[tuple[str, str], list] = {}
-    for scope, prefix, position, city_id, matched_name in built.top_cities:
+    for scope, prefix, position, city_id, matched_name, *city in built.top_cities:
+        # The city's own columns, id to rank (the cities are in rank order; rank is the last).
+        assert tuple(built.cities[city[-1] - 1][:9]) == (city_id, *city)
         answer = answers.setdefault((scope, prefix), [])
         assert position == len(answer)
         answer.append([city_id, matched_name])
