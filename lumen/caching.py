@@ -4,12 +4,12 @@ and how to load it. Whoever answers ``lumen_cached`` stores by the key and purge
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class CachedRead:
+class CachedRead(NamedTuple):
+    # A named tuple: made twice by every cached GET (its prefetch, then its read), in half the
+    # time of a frozen dataclass, whose fields are each set through object.__setattr__.
     key: str | None  # None: not worth caching, always loaded
     tags: tuple[str, ...]
     load: Callable[[], Any]
