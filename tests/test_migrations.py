@@ -253,21 +253,22 @@ def _seed_core_0005(connection):
     }
 
 
+# A city's columns, as the cities table and (from locations_0003) its precomputed answers
+# hold them.
+ZURICH = {
+    "name": "Zürich",
+    "country_code": "CH",
+    "latitude": 47.4,
+    "longitude": 8.5,
+    "population": 400000,
+    "rank": 1,
+}
+
+
 def _seed_locations_0001(connection):
     from lumen_plugins.locations import tables
 
-    connection.execute(
-        tables.cities.insert().values(
-            id=1,
-            name="Zürich",
-            country_code="CH",
-            latitude=47.4,
-            longitude=8.5,
-            population=400000,
-            rank=1,
-            cell=7,
-        )
-    )
+    connection.execute(tables.cities.insert().values(id=1, cell=7, **ZURICH))
 
 
 def _seed_locations_0002(connection):
@@ -284,17 +285,7 @@ def _seed_locations_0003(connection):
     connection.execute(answer.delete().where(answer.c.prefix == "z"))
     connection.execute(
         answer.insert().values(
-            scope="",
-            prefix="z",
-            position=0,
-            city_id=1,
-            matched_name="Zürich",
-            name="Zürich",
-            country_code="CH",
-            latitude=47.4,
-            longitude=8.5,
-            population=400000,
-            rank=1,
+            scope="", prefix="z", position=0, city_id=1, matched_name="Zürich", **ZURICH
         )
     )
 
@@ -322,14 +313,9 @@ def test_precomputed_answers_get_their_cities_columns_on_upgrade(fresh_database)
             "position": 0,
             "city_id": 1,
             "matched_name": "Zurich",
-            "name": "Zürich",
-            "country_code": "CH",
+            **ZURICH,
             "admin1_code": None,
-            "latitude": 47.4,
-            "longitude": 8.5,
-            "population": 400000,
             "timezone": None,
-            "rank": 1,
         }
     finally:
         lumen.engine.dispose()

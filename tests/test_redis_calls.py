@@ -3,6 +3,7 @@ connection that dies."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -159,10 +160,11 @@ def test_resp3_connections_read_their_replies_too(redis_url, redis_prefix):
         client.close()
 
 
-def test_a_reset_connection_is_a_connection_error(redis_prefix):
-    """A peer that resets the connection (RST, not FIN) once the command arrives: Redis itself
-    only ever closes cleanly, so a real socket on loopback plays the peer. It answers the
-    client's set-up commands, then resets on PING."""
+@contextlib.contextmanager
+def calls_to_a_stand_in(answer_ping):
+    """RedisCalls to a socket on loopback that plays a Redis: +OK to each command of the
+    client's set-up, then ``answer_ping(conn, commands)`` for a write holding PING, which
+    returns False to hang up."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
@@ -170,23 +172,34 @@ def test_a_reset_connection_is_a_connection_error(redis_prefix):
         conn, _ = listener.accept()
         with conn:
             while data := conn.recv(65536):
-                if b"PING" in data:
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                if b"PING" not in data:
+                    conn.sendall(b"+OK\r\n" * data.count(b"*"))
+                elif answer_ping(conn, data.count(b"*")) is False:
                     return
-                conn.sendall(b"+OK\r\n" * data.count(b"*"))
 
     thread = threading.Thread(target=peer, daemon=True)
     thread.start()
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
-    calls = RedisCalls(client)
     try:
-        with pytest.raises(redis.ConnectionError):
-            calls.execute("PING")
-        assert calls._state().connection is None  # dropped: the next call connects anew
+        yield RedisCalls(client)
     finally:
         client.close()
         listener.close()
         thread.join(timeout=5)
+
+
+def test_a_reset_connection_is_a_connection_error(redis_prefix):
+    """A peer that resets the connection (RST, not FIN) once the command arrives: Redis itself
+    only ever closes cleanly, so a stand-in plays the peer."""
+
+    def reset(conn, _commands):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return False
+
+    with calls_to_a_stand_in(reset) as calls:
+        with pytest.raises(redis.ConnectionError):
+            calls.execute("PING")
+        assert calls._state().connection is None  # dropped: the next call connects anew
 
 
 def test_replies_longer_than_one_read_arrive_whole(calls, redis_prefix):
@@ -221,26 +234,12 @@ def test_a_forked_child_connects_anew_and_the_parent_keeps_its_connection(calls)
 
 def test_a_server_that_cannot_serve_yet_is_a_connection_error(redis_prefix):
     """A Redis still loading its data set answers every command with -LOADING: a real one
-    cannot be held in that state on demand, so a socket on loopback plays it."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+    cannot be held in that state on demand, so a stand-in plays it."""
 
-    def peer():
-        conn, _ = listener.accept()
-        with conn:
-            while data := conn.recv(65536):
-                reply = b"-LOADING Redis is loading the dataset in memory\r\n"
-                conn.sendall((reply if b"PING" in data else b"+OK\r\n") * data.count(b"*"))
+    def loading(conn, commands):
+        conn.sendall(b"-LOADING Redis is loading the dataset in memory\r\n" * commands)
 
-    thread = threading.Thread(target=peer, daemon=True)
-    thread.start()
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
-    calls = RedisCalls(client)
-    try:
+    with calls_to_a_stand_in(loading) as calls:
         with pytest.raises(redis.exceptions.BusyLoadingError):
             calls.pipeline([("PING",), ("PING",)])
         assert calls._state().connection is None
-    finally:
-        client.close()
-        listener.close()
-        thread.join(timeout=5)
