@@ -222,9 +222,12 @@ class PhotoRecord:
     def files(self) -> dict:
         return self._details()["files"]
 
+    def is_owner(self, viewer) -> bool:
+        return viewer is not None and str(viewer.id) == self.owner_id
+
     def seen_by(self, viewer) -> bytes:
         """The photo's JSON as ``viewer`` is sent it (as_seen_by)."""
-        if viewer is not None and str(viewer.id) == self.owner_id:
+        if self.is_owner(viewer):
             owner = self._details()["owner"]
             if owner:  # the original carries location metadata that others do not get
                 return json_dumps({**json_loads(self.body), **owner})
@@ -245,7 +248,7 @@ def image_file(record: PhotoRecord, size: str, viewer) -> tuple[str, str, bool]:
     the file ``viewer`` downloads for ``size`` (original or thumb)."""
     files = record.files
     if size == "original" and "public" in files:
-        if viewer is not None and str(viewer.id) == record.owner_id:
+        if record.is_owner(viewer):
             return (*files["original"], True)
         return (*files["public"], False)
     return (*files[size], False)
