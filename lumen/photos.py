@@ -183,8 +183,9 @@ def photo_record(photo: Photo | tuple, city: dict | None) -> dict[str, Any]:
     return {"photo": body, "owner": owner, "files": files}
 
 
-def is_owner(viewer, body: dict) -> bool:
-    return viewer is not None and str(viewer.id) == body["owner_id"]
+def owned_by(viewer, owner_id: str) -> bool:
+    """Whether ``viewer`` (a user or None) is the owner whose id ``owner_id`` is."""
+    return viewer is not None and str(viewer.id) == owner_id
 
 
 def pack_record(record: dict) -> bytes:
@@ -223,7 +224,7 @@ class PhotoRecord:
         return self._details()["files"]
 
     def is_owner(self, viewer) -> bool:
-        return viewer is not None and str(viewer.id) == self.owner_id
+        return owned_by(viewer, self.owner_id)
 
     def seen_by(self, viewer) -> bytes:
         """The photo's JSON as ``viewer`` is sent it (as_seen_by)."""
@@ -238,7 +239,7 @@ def as_seen_by(record: dict, viewer) -> dict:
     """A photo's JSON as ``viewer`` gets it: the owner sees their exact bytes (URL, sha256,
     size); everyone else the copy without location metadata."""
     body, owner = record["photo"], record.get("owner")
-    if owner and is_owner(viewer, body):
+    if owner and owned_by(viewer, body["owner_id"]):
         return {**body, **owner}
     return body
 

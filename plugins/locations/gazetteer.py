@@ -18,6 +18,7 @@ from tqdm import tqdm
 from lumen_plugins.locations import typos
 from lumen_plugins.locations.nearest import cell_of
 from lumen_plugins.locations.normalise import fold
+from lumen_plugins.locations.tables import SHOWN_CITY_COLUMNS
 
 DATASETS = ("cities500", "cities1000", "cities5000", "cities15000")
 # A prefix matched by more names than this gets its answer precomputed; any other is ranked per
@@ -151,12 +152,13 @@ def _top_cities(gazetteer: Gazetteer, names_of: list) -> list[tuple]:
         keys.append(folded)
         ranks.append(rank)
     matched = _MatchedNames(names_of)
+    shown = slice(1, 1 + len(SHOWN_CITY_COLUMNS))  # a cities row is (id, *SHOWN_CITY_COLUMNS, cell)
     rows = []
     for scope, (keys, ranks) in scopes.items():
         for prefix, lo, hi in _crowded_prefixes(keys):
             for position, rank in enumerate(_rank_prefix(prefix, keys, ranks, lo, hi)):
                 city = by_rank[rank]
-                rows.append((scope, prefix, position, city[0], matched(rank, prefix), *city[1:9]))
+                rows.append((scope, prefix, position, city[0], matched(rank, prefix), *city[shown]))
     return rows
 
 

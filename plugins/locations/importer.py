@@ -145,9 +145,11 @@ def _replace_by_swap(connection: Connection, loads, advance: Callable[[int], obj
             for statement in _index_statements(table, staging):
                 cursor.execute(statement)
             cursor.execute(f"ANALYZE {staging}")
-        # A search locks the precomputed answers or the names, then the cities, and holds its
-        # locks to the end of its transaction: the swap takes them in the same order, at once,
-        # or a search holding one while waiting for the next would deadlock with it.
+        # A search reads outside any transaction, so it holds a table's lock only while one
+        # statement runs; the one statement reading two tables (the typo fallback's names joined
+        # with cities) locks the names first. The swap takes its locks in the same order, at
+        # once, or that statement holding the names while waiting for the cities would
+        # deadlock with it.
         swapped = ", ".join(table.name for table in LOCK_ORDER)
         cursor.execute(f"LOCK TABLE {swapped} IN ACCESS EXCLUSIVE MODE")
         for table, _ in loads:

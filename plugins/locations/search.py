@@ -32,7 +32,7 @@ from lumen_plugins.locations.gazetteer import (
 )
 from lumen_plugins.locations.normalise import fold_name
 from lumen_plugins.locations.regions import display
-from lumen_plugins.locations.tables import cities, names, top_cities
+from lumen_plugins.locations.tables import SHOWN_CITY_COLUMNS, cities, names, top_cities
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +40,13 @@ ALL_COUNTRIES = ""  # the scope of crowded prefixes counted over every country
 # One more than a prefix that is not crowded can match: reading that many says "crowded".
 MAX_NAME_ROWS = SHORT_PREFIX_ROWS + 1
 
-CITY_COLUMNS = (
-    cities.c.id,
-    cities.c.name,
-    cities.c.country_code,
-    cities.c.admin1_code,
-    cities.c.latitude,
-    cities.c.longitude,
-    cities.c.population,
-    cities.c.timezone,
-    cities.c.rank,
-)
+CITY_COLUMNS = (cities.c.id, *(cities.c[name] for name in SHOWN_CITY_COLUMNS))
 
 # The answer's rows carry their cities' columns: one range of the key, no join.
 PRECOMPUTED_ANSWER = (
     sa.select(
         top_cities.c.city_id.label("id"),
-        *(top_cities.c[column.name] for column in CITY_COLUMNS[1:]),
+        *(top_cities.c[name] for name in SHOWN_CITY_COLUMNS),
         top_cities.c.matched_name,
     )
     .where(

@@ -30,6 +30,9 @@ def _city_columns() -> list[sa.Column]:
     ]
 
 
+# The names of those columns: a row of the cities table is (id, *SHOWN_CITY_COLUMNS, cell).
+SHOWN_CITY_COLUMNS = tuple(column.name for column in _city_columns())
+
 cities = sa.Table(
     "locations_cities",
     metadata,
