@@ -133,7 +133,8 @@ def test_lumen_db_downgrade_steps_a_plugin_branch_back_and_upgrade_restores_it(
     fresh_database, tmp_path
 ):
     """`lumen db downgrade locations@-1` steps the plugin's branch back one revision at a time
-    (the answers' copies of their cities, the typo index, then every table of the plugin) and
+    (the names' and the answers' copies of their cities, the typo index, then every table of
+    the plugin) and
     only it; the core branch stays at its head, and `lumen db upgrade` brings the plugin back
     without drift."""
     _, url = fresh_database
@@ -141,10 +142,15 @@ def test_lumen_db_downgrade_steps_a_plugin_branch_back_and_upgrade_restores_it(
 
     up = run_lumen("db", "upgrade", env=env, cwd=tmp_path)
     assert up.returncode == 0, up.stderr
-    assert up.stdout.strip() == "database at: core_0005, locations_0003"
+    assert up.stdout.strip() == "database at: core_0005, locations_0004"
 
     engine = create_engine(load_settings({"DATABASE_URL": url}).database_url)
     try:
+        down = run_lumen("db", "downgrade", "locations@-1", env=env, cwd=tmp_path)
+        assert down.returncode == 0, down.stderr
+        assert down.stdout.strip() == "database at: core_0005, locations_0003"
+        name_columns = {c["name"] for c in inspect(engine).get_columns("locations_names")}
+        assert "rank" in name_columns and "city_name" not in name_columns
         down = run_lumen("db", "downgrade", "locations@-1", env=env, cwd=tmp_path)
         assert down.returncode == 0, down.stderr
         assert down.stdout.strip() == "database at: core_0005, locations_0002"
@@ -167,7 +173,7 @@ def test_lumen_db_downgrade_steps_a_plugin_branch_back_and_upgrade_restores_it(
 
         again = run_lumen("db", "upgrade", env=env, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.strip() == "database at: core_0005, locations_0003"
+        assert again.stdout.strip() == "database at: core_0005, locations_0004"
         assert schema_drift(engine, all_metadata()) == []
     finally:
         engine.dispose()
@@ -253,8 +259,8 @@ def _seed_core_0005(connection):
     }
 
 
-# A city's columns, as the cities table and (from locations_0003) its precomputed answers
-# hold them.
+# A city's columns, as the cities table, (from locations_0003) its precomputed answers and
+# (from locations_0004) its names hold them.
 ZURICH = {
     "name": "Zürich",
     "country_code": "CH",
@@ -288,6 +294,60 @@ def _seed_locations_0003(connection):
             scope="", prefix="z", position=0, city_id=1, matched_name="Zürich", **ZURICH
         )
     )
+
+
+def _seed_locations_0004(connection):
+    from lumen_plugins.locations import tables
+
+    # Its city's columns are copies: a downgrade keeps the name and drops only them.
+    name = tables.names
+    connection.execute(name.delete().where(name.c.city_id == 1))
+    copies = {key: value for key, value in ZURICH.items() if key != "name"}
+    connection.execute(
+        name.insert().values(
+            name_folded="zurich",
+            city_id=1,
+            name="Zurich",
+            is_main=False,
+            city_name="Zürich",
+            **copies,
+        )
+    )
+
+
+def test_names_get_their_cities_columns_on_upgrade(fresh_database):
+    """locations_0004 fills the copies from the cities already imported."""
+    _, url = fresh_database
+    lumen = make_lumen(url, "locations")
+    try:
+        migrate.upgrade(lumen, "locations_0003")
+        with lumen.engine.begin() as connection:
+            _seed_locations_0001(connection)
+            connection.execute(
+                text(
+                    "INSERT INTO locations_names (name_folded, city_id, name, is_main, "
+                    "country_code, rank) VALUES ('zuri', 1, 'Zuri', false, 'CH', 1)"
+                )
+            )
+        migrate.upgrade(lumen, "locations_0004")
+        with lumen.engine.connect() as connection:
+            row = connection.execute(text("SELECT * FROM locations_names")).one()
+        assert row._mapping == {
+            "name_folded": "zuri",
+            "city_id": 1,
+            "name": "Zuri",
+            "is_main": False,
+            "country_code": "CH",
+            "rank": 1,
+            "city_name": "Zürich",
+            "admin1_code": None,
+            "latitude": 47.4,
+            "longitude": 8.5,
+            "population": 400000,
+            "timezone": None,
+        }
+    finally:
+        lumen.engine.dispose()
 
 
 def test_precomputed_answers_get_their_cities_columns_on_upgrade(fresh_database):
@@ -331,6 +391,7 @@ SEEDS = {
     "locations_0001": _seed_locations_0001,
     "locations_0002": _seed_locations_0002,
     "locations_0003": _seed_locations_0003,
+    "locations_0004": _seed_locations_0004,
 }
 # The downgrades that drop data no upgrade brings back: refused unless allowed. (Cities come
 # back with `lumen locations import`, the maintenance flag with `lumen maintenance on`.)

@@ -102,7 +102,7 @@ def test_the_installed_wheel_migrates_and_serves(installed, fresh_database, tmp_
         LOCATIONS_MIN_POPULATION="1000000",  # a small import, from the installed data
     )
     up = run(str(installed / "lumen"), "db", "upgrade", cwd=tmp_path, env=env)
-    assert up.stdout.strip() == "database at: core_0005, locations_0003"
+    assert up.stdout.strip() == "database at: core_0005, locations_0004"
     listed = run(str(installed / "lumen"), "plugins", cwd=tmp_path, env=env).stdout
     for name in ("cache", "cors", "health", "locations", "metrics"):
         assert f"{name:<12} enabled" in listed

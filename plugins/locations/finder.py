@@ -29,7 +29,7 @@ from lumen_plugins.locations.interpret import Reading, readings
 from lumen_plugins.locations.nearest import distance_km
 from lumen_plugins.locations.query import SearchQuery
 from lumen_plugins.locations.regions import Area, qualifiers
-from lumen_plugins.locations.tables import cities, names, typo_keys
+from lumen_plugins.locations.tables import names, typo_keys
 
 MAX_READINGS = 8
 MAX_SCOPES = 4  # countries searched one by one for a reading; more and it is searched whole
@@ -50,14 +50,9 @@ TYPO_NAMES = (
     .distinct()
     .limit(typos.MAX_CANDIDATE_NAMES)
 )
-# The cities with one of the close names, with the name: one read.
+# The names close to the typed one, each with its city's columns: one read of the names.
 CITIES_NAMED = (
-    sa.select(
-        *search.CITY_COLUMNS,
-        names.c.name_folded.label("typo_folded"),
-        names.c.name.label("typo_name"),
-    )
-    .join_from(names, cities, cities.c.id == names.c.city_id)
+    sa.select(*search.NAME_COLUMNS)
     .where(names.c.name_folded.in_(sa.bindparam("names", expanding=True)))
     .order_by(names.c.rank, names.c.city_id)
     .limit(4 * typos.MAX_MATCHED_NAMES)
@@ -100,12 +95,8 @@ def find(connection: Connection, query: SearchQuery, crowded: Collection) -> lis
         for city, readings_of_city in list(by_city.items())[:MAX_TYPO_READINGS]:
             _typo_candidates(connection, city, readings_of_city, allowed, query, rows, found)
     best = sorted(found.items(), key=lambda item: item[1].key)[:wanted]
-    rows.update(search.city_rows(connection, {city_id for city_id, _ in best} - rows.keys()))
-    return [
-        search.city_dict(rows[city_id], entry.matched_name)
-        for city_id, entry in best
-        if city_id in rows  # a city a re-import removed meanwhile
-    ]
+    # Every city found came with its row, read in the same statement as its name.
+    return [search.city_dict(rows[city_id], entry.matched_name) for city_id, entry in best]
 
 
 def _restrict(
@@ -154,32 +145,17 @@ def _prefix_candidates(connection, reading: Reading, areas, allowed, crowded, qu
     scopes = _scopes(areas, allowed)
     matches: list[search.Match] = []
     for country in scopes:
+        # Each match's city row comes with it (into ``rows``): to filter by region or
+        # country, to weigh distance and to show.
         matches += search.prefix_matches(connection, reading.city, country, crowded, rows)
-    # The cities' rows are needed to filter by region or country and to weigh distance; a
-    # plain search (most of them) ranks by the names' ranks and reads the rows of the exact
-    # matches and of the largest other one only (the rest: those shown, at the end).
-    filtered = areas is not None or (allowed is not None and scopes == [None])
-    if filtered or query.near is not None:
-        needed = {m.city_id for m in matches}
-    else:
-        # The exact matches (to weigh them against the largest other) and the first `limit`
-        # others by rank: the answer is among them, so one read serves the whole search.
-        others = sorted((m for m in matches if not m.exact), key=lambda m: m.rank)
-        needed = {m.city_id for m in matches if m.exact}
-        needed |= {m.city_id for m in others[: query.limit]}
-    rows.update(search.city_rows(connection, needed - rows.keys()))
-    if filtered:
-        matches = [m for m in matches if m.city_id in rows]
+    if areas is not None or (allowed is not None and scopes == [None]):
         matches = [m for m in matches if _inside(rows[m.city_id], areas, allowed)]
-    largest = max(
-        (rows[m.city_id].population for m in matches if not m.exact and m.city_id in rows),
-        default=0,
-    )
+    largest = max((rows[m.city_id].population for m in matches if not m.exact), default=0)
     tier = 1 if reading.partial else 0
     qualified = areas is not None
     for match in matches:
-        row = rows.get(match.city_id)
-        exact = match.exact and (row is None or row.population >= largest * EXACT_MIN_SHARE)
+        row = rows[match.city_id]
+        exact = match.exact and row.population >= largest * EXACT_MIN_SHARE
         # Qualifiers confirm an exact name (Springfield in Illinois); a prefix match stays in
         # population order, or "saint lou" would rank towns in Louisiana before St. Louis.
         group = (0 if qualified else 1) if exact else 2
@@ -206,5 +182,5 @@ def _typo_candidates(connection, text: str, plans: list, allowed, query, rows, f
             if not _inside(row, areas, allowed):
                 continue
             rows.setdefault(row.id, row)
-            key = (2 + reading.partial, distance_of[row.typo_folded], _score(row, query))
-            _keep(found, row.id, key, row.typo_name)
+            key = (2 + reading.partial, distance_of[row.name_folded], _score(row, query))
+            _keep(found, row.id, key, row.matched_name)

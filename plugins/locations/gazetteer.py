@@ -76,23 +76,23 @@ def _build(records: Iterable[dict], dataset: str, min_population: int, progress:
     cities = tqdm(kept, desc="folding names", unit=" cities", disable=not progress)
     for rank, record in enumerate(cities, 1):
         city_id, country = record["geonameid"], record["countrycode"]
-        gazetteer.cities.append(
-            (
-                city_id,
-                record["name"],
-                country,
-                _empty_as_none(record["admin1code"]),
-                record["latitude"],
-                record["longitude"],
-                record["population"],
-                _empty_as_none(record["timezone"]),
-                rank,
-                cell_of(record["latitude"], record["longitude"]),
-            )
-        )
+        shown = (
+            record["name"],
+            country,
+            _empty_as_none(record["admin1code"]),
+            record["latitude"],
+            record["longitude"],
+            record["population"],
+            _empty_as_none(record["timezone"]),
+            rank,
+        )  # SHOWN_CITY_COLUMNS
+        name, _, admin1, latitude, longitude, population, timezone, _ = shown
+        gazetteer.cities.append((city_id, *shown, cell_of(latitude, longitude)))
+        # What a name carries of its city, after its own columns (tables.names).
+        copies = (country, rank, name, admin1, latitude, longitude, population, timezone)
         own = _distinct_names(record["name"], record["alternatenames"])
         for folded, written, is_main in own:
-            gazetteer.names.append((folded, city_id, written, is_main, country, rank))
+            gazetteer.names.append((folded, city_id, written, is_main, *copies))
         names_of.append(own)
     # In folded-name order: the B-tree of the primary key is then built mostly by appending.
     gazetteer.names.sort(key=itemgetter(0))
@@ -144,10 +144,12 @@ def _top_cities(gazetteer: Gazetteer, names_of: list) -> list[tuple]:
     rank) for the answer to every prefix matched by more than SHORT_PREFIX_ROWS names, over
     all countries (scope "") and within each country."""
     by_rank = [None, *gazetteer.cities]  # (id, name, ..., rank, cell), rank order
+    # A names row is (folded, city_id, name, is_main, country_code, rank, ...).
     scopes: dict[str, tuple[list[str], list[int]]] = {
         "": ([row[0] for row in gazetteer.names], [row[5] for row in gazetteer.names])
     }
-    for folded, _city_id, _name, _is_main, country, rank in gazetteer.names:
+    for row in gazetteer.names:
+        folded, country, rank = row[0], row[4], row[5]
         keys, ranks = scopes.setdefault(country, ([], []))
         keys.append(folded)
         ranks.append(rank)

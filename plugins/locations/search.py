@@ -56,20 +56,30 @@ PRECOMPUTED_ANSWER = (
     .order_by(top_cities.c.position)
     .limit(sa.bindparam("limit"))
 )
-_NAME_COLUMNS = (names.c.city_id, names.c.name_folded, names.c.name, names.c.is_main, names.c.rank)
+# A name as ranked (its city, folded and as written, whether main, its city's rank), then the
+# copies of its city's columns: labelled as the cities table's, a row read is its city's row too.
+NAME_COLUMNS = (
+    names.c.city_id.label("id"),
+    names.c.name_folded,
+    names.c.name.label("matched_name"),
+    names.c.is_main,
+    names.c.rank,
+    names.c.city_name.label("name"),
+    *(names.c[name] for name in SHOWN_CITY_COLUMNS if name not in ("name", "rank")),
+)
 _PREFIX_RANGE = (
     names.c.name_folded >= sa.bindparam("prefix"),
     names.c.name_folded < sa.bindparam("prefix_end"),
 )
 # In index order, so the LIMIT stops the range scan after MAX_NAME_ROWS entries.
 MATCHING_NAMES = (
-    sa.select(*_NAME_COLUMNS)
+    sa.select(*NAME_COLUMNS)
     .where(*_PREFIX_RANGE)
     .order_by(names.c.name_folded, names.c.city_id)
     .limit(MAX_NAME_ROWS)
 )
 MATCHING_NAMES_IN_COUNTRY = (
-    sa.select(*_NAME_COLUMNS)
+    sa.select(*NAME_COLUMNS)
     .where(*_PREFIX_RANGE, names.c.country_code == sa.bindparam("country"))
     .order_by(names.c.name_folded)
     .limit(MAX_NAME_ROWS)
@@ -118,15 +128,18 @@ def search(
         answer = _precomputed(connection, scope, folded, limit)
         if answer:  # none when the data changed since ``crowded`` was read
             return answer
-    matches = connection.execute(*matching_names(folded, country)).all()
+    matches = records(connection, *matching_names(folded, country))
     if len(matches) >= MAX_NAME_ROWS:  # crowded after all
         answer = [] if known_crowded else _precomputed(connection, scope, folded, limit)
         if answer:
             return answer
         # Only while an import is swapping the tables: rank what was read, a bounded answer.
         log.warning("crowded prefix without a precomputed answer", extra={"scope": scope})
-    answer = rank_matches(matches, folded)
-    return _cities_in_order(connection, answer[:limit])
+    city_of = {row.id: row for row in matches}
+    return [
+        city_dict(city_of[city_id], matched)
+        for city_id, matched in rank_matches(matches, folded)[:limit]
+    ]
 
 
 @dataclass(frozen=True)
@@ -145,24 +158,28 @@ def prefix_matches(
     rows: dict,
 ) -> list[Match]:
     """What :func:`search` ranks, as matches in its order (at most TOP_CITIES for a crowded
-    prefix, else up to MAX_NAME_ROWS); the city rows it read on the way go into ``rows``."""
+    prefix, else up to MAX_NAME_ROWS); the row of each match's city goes into ``rows``."""
     scope = country or ALL_COUNTRIES
     if (scope, folded) in crowded:
         answer = _precomputed_rows(connection, scope, folded, TOP_CITIES)
         if answer:
             return _precomputed_matches(answer, folded, rows)
-    names_read = connection.execute(*matching_names(folded, country)).all()
+    names_read = records(connection, *matching_names(folded, country))
     if len(names_read) >= MAX_NAME_ROWS:
         answer = _precomputed_rows(connection, scope, folded, TOP_CITIES)
         if answer:
             return _precomputed_matches(answer, folded, rows)
     best: dict[int, tuple] = {}
-    for city_id, name_folded, name, is_main, rank in names_read:
-        key = matched_name_key(name_folded, name, is_main, folded)
-        if city_id not in best or key < best[city_id][0]:
-            best[city_id] = (key, rank, name)
-    ordered = sorted(best.items(), key=lambda item: (item[1][0][0], item[1][1]))
-    return [Match(city_id, name, not key[0], rank) for city_id, (key, rank, name) in ordered]
+    for row in names_read:
+        key = matched_name_key(row.name_folded, row.matched_name, row.is_main, folded)
+        if row.id not in best or key < best[row.id][0]:
+            best[row.id] = (key, row)
+    ordered = sorted(best.values(), key=lambda entry: (entry[0][0], entry[1].rank))
+    found = []
+    for key, row in ordered:
+        rows.setdefault(row.id, row)
+        found.append(Match(row.id, row.matched_name, not key[0], row.rank))
+    return found
 
 
 def _precomputed_matches(answer: list, folded: str, rows: dict) -> list[Match]:
@@ -205,19 +222,16 @@ def matching_names(folded: str, country: str | None) -> tuple[sa.Select, dict]:
 
 def rank_matches(rows: Iterable, folded: str) -> list[list]:
     """[city_id, matched_name] per city, best first: a name equal to the query first, then
-    by rank (population, then name)."""
+    by rank (population, then name). A row begins (city_id, name_folded, name, is_main, rank),
+    as NAME_COLUMNS do."""
     best: dict[int, tuple] = {}
-    for city_id, name_folded, name, is_main, rank in rows:
+    for row in rows:
+        city_id, name_folded, name, is_main, rank = row[:5]
         key = matched_name_key(name_folded, name, is_main, folded)
         if city_id not in best or key < best[city_id][0]:
             best[city_id] = (key, rank, name)
     ordered = sorted(best.items(), key=lambda item: (item[1][0][0], item[1][1]))
     return [[city_id, name] for city_id, (_key, _rank, name) in ordered]
-
-
-def _cities_in_order(connection: Connection, answer: list[list]) -> list[dict]:
-    by_id = city_rows(connection, (city_id for city_id, _ in answer))
-    return [city_dict(by_id[city_id], matched) for city_id, matched in answer if city_id in by_id]
 
 
 def cities_by_id(connection: Connection, city_ids: Iterable[int]) -> dict[int, dict]:

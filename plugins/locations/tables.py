@@ -52,9 +52,17 @@ names = sa.Table(
     # As written, shown as matched_name; compared like Python strings when choosing which.
     sa.Column("name", SearchText, nullable=False),
     sa.Column("is_main", sa.Boolean, nullable=False),
-    # Copies of the city's, so a search filters and ranks without visiting the cities table.
+    # Copies of the city's columns, so a search filters, ranks and shows the cities it found
+    # from the names it read, in one statement. An import writes both tables at once, so the
+    # copies never differ.
     sa.Column("country_code", sa.String(2), nullable=False),
     sa.Column("rank", sa.Integer, nullable=False),
+    sa.Column("city_name", sa.Text, nullable=False),
+    sa.Column("admin1_code", sa.String(20)),
+    sa.Column("latitude", sa.Float, nullable=False),
+    sa.Column("longitude", sa.Float, nullable=False),
+    sa.Column("population", sa.BigInteger, nullable=False),
+    sa.Column("timezone", sa.String(40)),
     # Leading with the folded name, the key doubles as the prefix index.
     sa.PrimaryKeyConstraint("name_folded", "city_id", name="pk_locations_names"),
     sa.Index("ix_locations_names_country_folded", "country_code", "name_folded"),

@@ -209,6 +209,14 @@ def test_build_ranks_cities_and_keeps_one_spelling_per_folded_name():
         ("munchen", "München", False),
         ("munich", "Munich", True),
     ]
+    # Every name carries copies of its city's columns, as the tables name them.
+    cities = {row[0]: dict(zip(tables.cities.c.keys(), row, strict=True)) for row in built.cities}
+    for row in built.names:
+        name = dict(zip(tables.names.c.keys(), row, strict=True))
+        city = cities[name["city_id"]]
+        assert name["city_name"] == city["name"]
+        for column in tables.SHOWN_CITY_COLUMNS[1:]:
+            assert name[column] == city[column], column
 
 
 def random_names(rng: random.Random, count: int) -> list[str]:
