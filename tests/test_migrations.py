@@ -315,70 +315,66 @@ def _seed_locations_0004(connection):
     )
 
 
-def test_names_get_their_cities_columns_on_upgrade(fresh_database):
-    """locations_0004 fills the copies from the cities already imported."""
-    _, url = fresh_database
+def _row_after_upgrade(url: str, revision: str, table: str, insert: str) -> dict:
+    """The one row of ``table`` after ``revision`` upgraded a database holding Zürich's city
+    row and the row ``insert`` wrote at the revision before."""
     lumen = make_lumen(url, "locations")
     try:
-        migrate.upgrade(lumen, "locations_0003")
+        migrate.upgrade(lumen, f"{revision}-1")
         with lumen.engine.begin() as connection:
             _seed_locations_0001(connection)
-            connection.execute(
-                text(
-                    "INSERT INTO locations_names (name_folded, city_id, name, is_main, "
-                    "country_code, rank) VALUES ('zuri', 1, 'Zuri', false, 'CH', 1)"
-                )
-            )
-        migrate.upgrade(lumen, "locations_0004")
+            connection.execute(text(insert))
+        migrate.upgrade(lumen, revision)
         with lumen.engine.connect() as connection:
-            row = connection.execute(text("SELECT * FROM locations_names")).one()
-        assert row._mapping == {
-            "name_folded": "zuri",
-            "city_id": 1,
-            "name": "Zuri",
-            "is_main": False,
-            "country_code": "CH",
-            "rank": 1,
-            "city_name": "Zürich",
-            "admin1_code": None,
-            "latitude": 47.4,
-            "longitude": 8.5,
-            "population": 400000,
-            "timezone": None,
-        }
+            return dict(connection.execute(text(f"SELECT * FROM {table}")).one()._mapping)
     finally:
         lumen.engine.dispose()
+
+
+def test_names_get_their_cities_columns_on_upgrade(fresh_database):
+    """locations_0004 fills the copies from the cities already imported."""
+    row = _row_after_upgrade(
+        fresh_database[1],
+        "locations_0004",
+        "locations_names",
+        "INSERT INTO locations_names (name_folded, city_id, name, is_main, country_code, rank) "
+        "VALUES ('zuri', 1, 'Zuri', false, 'CH', 1)",
+    )
+    assert row == {
+        "name_folded": "zuri",
+        "city_id": 1,
+        "name": "Zuri",
+        "is_main": False,
+        "country_code": "CH",
+        "rank": 1,
+        "city_name": "Zürich",
+        "admin1_code": None,
+        "latitude": 47.4,
+        "longitude": 8.5,
+        "population": 400000,
+        "timezone": None,
+    }
 
 
 def test_precomputed_answers_get_their_cities_columns_on_upgrade(fresh_database):
     """locations_0003 fills the copies from the cities already imported."""
-    _, url = fresh_database
-    lumen = make_lumen(url, "locations")
-    try:
-        migrate.upgrade(lumen, "locations_0002")
-        with lumen.engine.begin() as connection:
-            _seed_locations_0001(connection)
-            connection.execute(
-                text(
-                    "INSERT INTO locations_top_cities (scope, prefix, position, city_id, "
-                    "matched_name) VALUES ('', 'z', 0, 1, 'Zurich')"
-                )
-            )
-        migrate.upgrade(lumen, "locations_0003")
-        with lumen.engine.connect() as connection:
-            row = connection.execute(text("SELECT * FROM locations_top_cities")).one()
-        assert row._mapping == {
-            "scope": "",
-            "prefix": "z",
-            "position": 0,
-            "city_id": 1,
-            "matched_name": "Zurich",
-            **ZURICH,
-            "admin1_code": None,
-            "timezone": None,
-        }
-    finally:
-        lumen.engine.dispose()
+    row = _row_after_upgrade(
+        fresh_database[1],
+        "locations_0003",
+        "locations_top_cities",
+        "INSERT INTO locations_top_cities (scope, prefix, position, city_id, matched_name) "
+        "VALUES ('', 'z', 0, 1, 'Zurich')",
+    )
+    assert row == {
+        "scope": "",
+        "prefix": "z",
+        "position": 0,
+        "city_id": 1,
+        "matched_name": "Zurich",
+        **ZURICH,
+        "admin1_code": None,
+        "timezone": None,
+    }
 
 
 # Each revision's data; a revision missing here fails the test, so a new migration gets one.
