@@ -145,11 +145,10 @@ def _replace_by_swap(connection: Connection, loads, advance: Callable[[int], obj
             for statement in _index_statements(table, staging):
                 cursor.execute(statement)
             cursor.execute(f"ANALYZE {staging}")
-        # A search reads outside any transaction, so it holds a table's lock only while one
-        # statement runs; the one statement reading two tables (the typo fallback's names joined
-        # with cities) locks the names first. The swap takes its locks in the same order, at
-        # once, or that statement holding the names while waiting for the cities would
-        # deadlock with it.
+        # A search reads outside any transaction and each of its statements reads one table,
+        # so it holds one table's lock at a time, for one statement: it waits for the swap and
+        # never holds a lock the swap waits for while waiting itself. LOCK_ORDER keeps the
+        # order fixed for any reader that does join two of them.
         swapped = ", ".join(table.name for table in LOCK_ORDER)
         cursor.execute(f"LOCK TABLE {swapped} IN ACCESS EXCLUSIVE MODE")
         for table, _ in loads:
