@@ -14,11 +14,11 @@ metadata = sa.MetaData()
 SearchText = sa.Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")
 
 
-def _city_columns() -> list[sa.Column]:
+def _city_columns(name: str = "name") -> list[sa.Column]:
     """What a search shows of a city: the cities table's columns, copied into the precomputed
-    answers."""
+    answers and the names (where the city's name is ``name``, beside the name's own)."""
     return [
-        sa.Column("name", sa.Text, nullable=False),
+        sa.Column(name, sa.Text, nullable=False),
         sa.Column("country_code", sa.String(2), nullable=False),
         sa.Column("admin1_code", sa.String(20)),
         sa.Column("latitude", sa.Float, nullable=False),
@@ -57,12 +57,7 @@ names = sa.Table(
     # copies never differ.
     sa.Column("country_code", sa.String(2), nullable=False),
     sa.Column("rank", sa.Integer, nullable=False),
-    sa.Column("city_name", sa.Text, nullable=False),
-    sa.Column("admin1_code", sa.String(20)),
-    sa.Column("latitude", sa.Float, nullable=False),
-    sa.Column("longitude", sa.Float, nullable=False),
-    sa.Column("population", sa.BigInteger, nullable=False),
-    sa.Column("timezone", sa.String(40)),
+    *(c for c in _city_columns(name="city_name") if c.name not in ("country_code", "rank")),
     # Leading with the folded name, the key doubles as the prefix index.
     sa.PrimaryKeyConstraint("name_folded", "city_id", name="pk_locations_names"),
     sa.Index("ix_locations_names_country_folded", "country_code", "name_folded"),
